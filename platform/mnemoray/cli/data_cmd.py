@@ -1,0 +1,42 @@
+"""`mnemoray data`: check and summarise dataset files before a long job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mnemoray.cli.common import fail, friendly_errors
+from mnemoray.loaders import DATASETS, DatasetError, iter_dataset
+
+app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
+
+
+@app.command("validate")
+@friendly_errors
+def validate(
+    dataset: str = typer.Option(..., help=f"one of {', '.join(sorted(DATASETS))}"),
+    data: Path = typer.Option(..., help="a dataset file or a folder of files"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="list invalid records instead of stopping at the first"),
+) -> None:
+    """Load every record; print counts, or the first error (exit 2)."""
+    if dataset not in DATASETS:
+        fail(f"unknown dataset '{dataset}'; choose one of {sorted(DATASETS)}")
+    table = Table("history", "sessions", "turns", "queries")
+    errors: list[DatasetError] = []
+    for entry in iter_dataset(dataset, data):
+        if isinstance(entry, DatasetError):
+            if not skip_invalid:
+                raise entry
+            errors.append(entry)
+            continue
+        h = entry.history
+        table.add_row(h.id, str(len(h.sessions)), str(sum(len(s.turns) for s in h.sessions)), str(len(entry.queries)))
+    console = Console()
+    console.print(table)
+    for err in errors:
+        console.print(f"[yellow]skipped[/yellow] {err}")
+    if errors:
+        raise typer.Exit(1)

@@ -1,0 +1,154 @@
+"""Typed configs (pydantic) loaded from YAML with `key.sub=value` command-line overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+T = TypeVar("T", bound=BaseModel)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+
+
+class ConfigError(Exception):
+    """A config file or override that does not validate; the message names the key."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IndexConfig(StrictModel):
+    embedding_model: str | None = Field(None, description="local sentence-transformers folder; None = packaged all-MiniLM-L6-v2")
+    device: str = "cpu"
+    batch_size: int = Field(64, ge=1)
+    max_seq_length: int | None = Field(256, ge=8)
+    faiss: Literal["flat", "hnsw", "ivf"] = "flat"
+    hnsw_m: int = Field(32, ge=4)
+    ivf_nlist: int = Field(1024, ge=1)
+    bm25_k1: float = Field(1.2, gt=0)
+    bm25_b: float = Field(0.75, ge=0, le=1)
+    rrf_k: int = Field(60, ge=1)
+    candidates: int = Field(100, ge=1, description="depth of each ranking fused by the hybrid retriever")
+    recency_weight: float = Field(0.0, ge=0, description="hybrid only: weight of a most-recent-first ranking of the candidates in the fusion")
+
+
+class MemoryConfig(StrictModel):
+    name: Literal["rag-dense", "rag-bm25", "rag-hybrid"] = "rag-hybrid"
+    chunking: Literal["turn", "pair", "session"] = "pair"
+    include_timestamp: bool = True
+    index: IndexConfig = Field(default_factory=IndexConfig)
+
+
+class RayConfig(StrictModel):
+    address: str | None = Field(None, description="Ray cluster address; None starts local Ray")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance")
+    workers: int = Field(2, ge=1, description="actors evaluating histories in parallel")
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class RetrievalEvalConfig(StrictModel):
+    dataset: Literal["locomo", "realmem", "longmemeval", "perltqa"]
+    data: Path
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    out: Path = Path("runs/retrieval")
+    skip_invalid: bool = False
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N histories")
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("k values must be positive integers")
+        return sorted(set(v))
+
+
+class SuiteRun(StrictModel):
+    dataset: Literal["locomo", "realmem", "longmemeval", "perltqa"]
+    data: Path
+
+
+class RetrievalSuiteConfig(StrictModel):
+    """The main job: several memories × several datasets, then one comparison table."""
+
+    runs: list[SuiteRun]
+    memories: list[Literal["rag-dense", "rag-bm25", "rag-hybrid"]]
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    out: Path = Path("runs/main")
+    skip_invalid: bool = False
+    limit: int | None = None
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value")
+        key, value = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = _parse_value(value)
+    return data
+
+
+def _resolve_data_paths(data: dict[str, Any], base: Path) -> None:
+    """`${data_root}` in paths means ../shared/data next to the repo (the config default)."""
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and "${data_root}" in value:
+            return value.replace("${data_root}", str(DEFAULT_DATA_ROOT))
+        if isinstance(value, dict):
+            return {k: fix(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        return value
+
+    data.update(fix(data))
+
+
+def validate(model: type[T], data: dict[str, Any], source: str = "config") -> T:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        raise ConfigError(f"{source}: key '{loc}': {first.get('msg')}") from None
+
+
+def load_config(model: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> T:
+    data: dict[str, Any] = dict(base or {})
+    source = "config"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML ({err})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data.update(loaded)
+    apply_overrides(data, overrides or [])
+    _resolve_data_paths(data, Path.cwd())
+    return validate(model, data, source)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure functions), per-history harness, reports and comparisons."""

@@ -1,0 +1,54 @@
+"""Put several runs (folders with metrics.json) side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_COLUMNS = ("recall_any@5", "recall_any@10", "recall_all@10", "ndcg@10", "recall_any@20", "recall_all@20")
+
+
+def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
+    runs = []
+    for d in dirs:
+        path = Path(d) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{d}: no metrics.json (is this a run folder?)")
+        runs.append(json.loads(path.read_text(encoding="utf-8")) | {"_dir": str(d)})
+    return runs
+
+
+def comparison_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_COLUMNS) -> Table:
+    present = [c for c in columns if any(c in r["metrics"] for r in runs)]
+    table = Table(title="Retrieval evaluation", show_lines=False)
+    for head in ("dataset", "memory", "queries", *present):
+        table.add_column(head, justify="right" if head not in ("dataset", "memory") else "left")
+    for r in sorted(runs, key=lambda x: (x["dataset"], x["memory"])):
+        cells = []
+        for c in present:
+            v = r["metrics"].get(c)
+            top = max(o["metrics"].get(c, -1.0) for o in runs if o["dataset"] == r["dataset"])
+            text = "-" if v is None else f"{v:.3f}"
+            cells.append(f"[bold]{text}[/bold]" if v is not None and v == top else text)
+        table.add_row(r["dataset"], r["memory"], str(r["n_queries"]), *cells)
+    return table
+
+
+def markdown_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_COLUMNS) -> str:
+    present = [c for c in columns if any(c in r["metrics"] for r in runs)]
+    lines = ["| dataset | memory | queries | " + " | ".join(present) + " |",
+             "| --- | --- | ---: | " + " | ".join("---:" for _ in present) + " |"]
+    for r in sorted(runs, key=lambda x: (x["dataset"], x["memory"])):
+        vals = " | ".join(f"{r['metrics'][c]:.3f}" if c in r["metrics"] else "-" for c in present)
+        lines.append(f"| {r['dataset']} | {r['memory']} | {r['n_queries']} | {vals} |")
+    return "\n".join(lines)
+
+
+def print_comparison(dirs: list[Path], console: Console | None = None) -> list[dict[str, Any]]:
+    runs = load_runs(dirs)
+    (console or Console()).print(comparison_table(runs))
+    return runs

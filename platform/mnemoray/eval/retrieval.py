@@ -1,0 +1,55 @@
+"""Evaluate one history: feed sessions to a memory in time order, ask each query when due.
+
+Plain Python (no Ray) so it can be unit-tested and reused; the Ray pipeline maps it over
+histories. Queries with `visible_sessions = v` are asked after exactly the first v sessions
+were ingested, so no memory ever sees the future.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mnemoray.eval.metrics import query_metrics
+from mnemoray.memory.base import MemoryFramework
+from mnemoray.records import EvalSample
+
+
+def evaluate_sample(sample: EvalSample, make_memory: Callable[[], MemoryFramework], ks: Sequence[int]) -> list[dict[str, Any]]:
+    history = sample.history
+    n = len(history.sessions)
+    due: dict[int, list] = defaultdict(list)
+    for q in sample.queries:
+        v = n if q.visible_sessions is None else max(0, min(q.visible_sessions, n))
+        due[v].append(q)
+    memory = make_memory()
+    depth = max(ks)
+    ingested = 0
+    rows: list[dict[str, Any]] = []
+    for v in sorted(due):
+        if v > ingested:
+            memory.ingest_many(history.sessions[ingested:v], history.persona)
+            ingested = v
+        queries = due[v]
+        results = memory.retrieve_many([q.text for q in queries], depth)
+        for q, retrieved in zip(queries, results):
+            evidence = [r.item.evidence_ids(q.gold_level) for r in retrieved]
+            gold = set(q.gold_ids)
+            hits = sorted({e for ids in evidence for e in ids if e in gold})
+            rows.append(
+                {
+                    "query_id": q.id,
+                    "history_id": history.id,
+                    "query": q.text,
+                    "category": q.category,
+                    "gold_level": q.gold_level,
+                    "gold": list(q.gold_ids),
+                    "visible_sessions": v,
+                    "retrieved": [r.item.id for r in retrieved],
+                    "retrieved_evidence": evidence,
+                    "hits": hits,
+                    "metrics": query_metrics(evidence, gold, ks),
+                }
+            )
+    return rows

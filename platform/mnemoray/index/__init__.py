@@ -1,0 +1,1 @@
+"""Retrieval building blocks: embeddings, FAISS vector index, BM25, rank fusion."""
