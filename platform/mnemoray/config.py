@@ -32,7 +32,7 @@ class IndexConfig(StrictModel):
     ivf_nlist: int = Field(1024, ge=1)
     bm25_k1: float = Field(1.2, gt=0)
     bm25_b: float = Field(0.75, ge=0, le=1)
-    rrf_k: int = Field(60, ge=1)
+    rrf_k: int = Field(20, ge=1, description="reciprocal-rank-fusion constant; smaller trusts the top ranks more")
     candidates: int = Field(100, ge=1, description="depth of each ranking fused by the hybrid retriever")
     recency_weight: float = Field(0.0, ge=0, description="hybrid only: weight of a most-recent-first ranking of the candidates in the fusion")
 
@@ -49,6 +49,7 @@ class RayConfig(StrictModel):
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance")
     workers: int = Field(2, ge=1, description="actors evaluating histories in parallel")
     cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="set > 0 with index.device=cuda on GPU clusters")
 
 
 class RetrievalEvalConfig(StrictModel):
@@ -56,6 +57,7 @@ class RetrievalEvalConfig(StrictModel):
     data: Path
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    overfetch: int = Field(5, ge=1, description="items asked per evidence unit, so k distinct units can be filled")
     out: Path = Path("runs/retrieval")
     skip_invalid: bool = False
     limit: int | None = Field(None, ge=1, description="evaluate only the first N histories")
@@ -72,6 +74,9 @@ class RetrievalEvalConfig(StrictModel):
 class SuiteRun(StrictModel):
     dataset: Literal["locomo", "realmem", "longmemeval", "perltqa"]
     data: Path
+    memory_overrides: list[str] = Field(
+        default_factory=list, description="key=value settings of `memory` for this dataset only"
+    )
 
 
 class RetrievalSuiteConfig(StrictModel):
@@ -81,6 +86,7 @@ class RetrievalSuiteConfig(StrictModel):
     memories: list[Literal["rag-dense", "rag-bm25", "rag-hybrid"]]
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    overfetch: int = Field(5, ge=1)
     out: Path = Path("runs/main")
     skip_invalid: bool = False
     limit: int | None = None

@@ -24,9 +24,9 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
 
 def comparison_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_COLUMNS) -> Table:
     present = [c for c in columns if any(c in r["metrics"] for r in runs)]
-    table = Table(title="Retrieval evaluation", show_lines=False)
+    table = Table(title="Retrieval evaluation (k = distinct evidence units)", show_lines=False)
     for head in ("dataset", "memory", "queries", *present):
-        table.add_column(head, justify="right" if head not in ("dataset", "memory") else "left")
+        table.add_column(head, justify="right" if head not in ("dataset", "memory") else "left", no_wrap=True)
     for r in sorted(runs, key=lambda x: (x["dataset"], x["memory"])):
         cells = []
         for c in present:
@@ -48,7 +48,13 @@ def markdown_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFAUL
     return "\n".join(lines)
 
 
+def wide_console() -> Console:
+    """Full-width tables even when stdout is a pipe or a CI log."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def print_comparison(dirs: list[Path], console: Console | None = None) -> list[dict[str, Any]]:
     runs = load_runs(dirs)
-    (console or Console()).print(comparison_table(runs))
+    (console or wide_console()).print(comparison_table(runs))
     return runs

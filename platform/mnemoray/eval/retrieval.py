@@ -3,6 +3,11 @@
 Plain Python (no Ray) so it can be unit-tested and reused; the Ray pipeline maps it over
 histories. Queries with `visible_sessions = v` are asked after exactly the first v sessions
 were ingested, so no memory ever sees the future.
+
+k counts distinct evidence units: a retrieved item that adds no new evidence id at the
+gold level (a second turn pair of an already retrieved session, when gold is a session)
+is collapsed into the earlier one, as in LongMemEval's turn-to-session evaluation. To
+fill k units the memory is asked for `overfetch` × k items.
 """
 
 from __future__ import annotations
@@ -13,10 +18,23 @@ from typing import Any
 
 from mnemoray.eval.metrics import query_metrics
 from mnemoray.memory.base import MemoryFramework
-from mnemoray.records import EvalSample
+from mnemoray.records import EvalSample, RetrievedItem
 
 
-def evaluate_sample(sample: EvalSample, make_memory: Callable[[], MemoryFramework], ks: Sequence[int]) -> list[dict[str, Any]]:
+def collapse_redundant(retrieved: list[RetrievedItem], level: str) -> list[tuple[RetrievedItem, list[str]]]:
+    """Drop items whose evidence ids (at the gold level) were all covered by better items."""
+    seen: set[str] = set()
+    kept = []
+    for r in retrieved:
+        ids = r.item.evidence_ids(level)
+        if not ids or set(ids) - seen:
+            kept.append((r, ids))
+            seen.update(ids)
+    return kept
+
+
+def evaluate_sample(sample: EvalSample, make_memory: Callable[[], MemoryFramework], ks: Sequence[int],
+                    overfetch: int = 5) -> list[dict[str, Any]]:
     history = sample.history
     n = len(history.sessions)
     due: dict[int, list] = defaultdict(list)
@@ -32,9 +50,10 @@ def evaluate_sample(sample: EvalSample, make_memory: Callable[[], MemoryFramewor
             memory.ingest_many(history.sessions[ingested:v], history.persona)
             ingested = v
         queries = due[v]
-        results = memory.retrieve_many([q.text for q in queries], depth)
+        results = memory.retrieve_many([q.text for q in queries], depth * overfetch)
         for q, retrieved in zip(queries, results):
-            evidence = [r.item.evidence_ids(q.gold_level) for r in retrieved]
+            units = collapse_redundant(retrieved, q.gold_level)[:depth]
+            evidence = [ids for _, ids in units]
             gold = set(q.gold_ids)
             hits = sorted({e for ids in evidence for e in ids if e in gold})
             rows.append(
@@ -46,7 +65,7 @@ def evaluate_sample(sample: EvalSample, make_memory: Callable[[], MemoryFramewor
                     "gold_level": q.gold_level,
                     "gold": list(q.gold_ids),
                     "visible_sessions": v,
-                    "retrieved": [r.item.id for r in retrieved],
+                    "retrieved": [r.item.id for r, _ in units],
                     "retrieved_evidence": evidence,
                     "hits": hits,
                     "metrics": query_metrics(evidence, gold, ks),

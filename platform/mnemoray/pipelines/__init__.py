@@ -1,0 +1,1 @@
+"""Thin Ray layers (Data, Train, Serve) over the plain-Python domain code."""

@@ -1,0 +1,109 @@
+"""Retrieval evaluation on Ray Data: one task per history, results streamed back to the driver.
+
+The per-history work is `mnemoray.eval.retrieval.evaluate_sample` (plain Python); actors
+hold the embedding model so it is loaded once per worker, not once per history.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mnemoray.config import MemoryConfig, RetrievalEvalConfig
+from mnemoray.eval.report import PerQueryWriter, summarize, write_report
+from mnemoray.eval.retrieval import evaluate_sample
+from mnemoray.loaders import DatasetError, iter_dataset
+from mnemoray.pipelines.ray_runtime import ray_session
+from mnemoray.records import EvalSample
+
+
+class HistoryEvaluator:
+    """Ray Data actor: evaluates whole histories with one memory config."""
+
+    def __init__(self, memory: dict[str, Any], ks: list[int], overfetch: int = 5):
+        from mnemoray.index.embedder import Embedder
+        from mnemoray.memory import build_memory
+
+        self.config = MemoryConfig.model_validate(memory)
+        self.ks = ks
+        self.overfetch = overfetch
+        idx = self.config.index
+        embedder = None
+        if self.config.name in ("rag-dense", "rag-hybrid"):
+            embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
+        self._make = lambda: build_memory(self.config, embedder=embedder)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        ids, rows = [], []
+        for raw in batch["sample"]:
+            sample = EvalSample.model_validate_json(raw)
+            ids.append(sample.history.id)
+            rows.append(json.dumps(evaluate_sample(sample, self._make, self.ks, self.overfetch), ensure_ascii=False))
+        return {"history_id": ids, "rows": rows}
+
+
+def collect_samples(cfg: RetrievalEvalConfig) -> tuple[list[EvalSample], list[DatasetError]]:
+    """Load (streaming) and validate every record before any Ray work starts."""
+    samples: list[EvalSample] = []
+    errors: list[DatasetError] = []
+    for entry in iter_dataset(cfg.dataset, cfg.data):
+        if isinstance(entry, DatasetError):
+            if not cfg.skip_invalid:
+                raise entry
+            errors.append(entry)
+            continue
+        if entry.queries:
+            samples.append(entry)
+        if cfg.limit and len(samples) >= cfg.limit:
+            break
+    return samples, errors
+
+
+def run_retrieval_eval(cfg: RetrievalEvalConfig, console: Console | None = None) -> dict[str, Any]:
+    import ray
+
+    console = console or Console(stderr=True)
+    samples, errors = collect_samples(cfg)
+    for err in errors:
+        console.print(f"[yellow]skipped invalid record[/yellow] {err}")
+    if not samples:
+        raise DatasetError(cfg.data, None, None, "no history with scorable queries")
+    out = Path(cfg.out)
+    writer = PerQueryWriter(out / "per_query.jsonl")
+    all_rows: list[dict[str, Any]] = []
+    with ray_session(cfg.ray):
+        ds = ray.data.from_items(
+            [{"sample": s.model_dump_json()} for s in samples], override_num_blocks=len(samples)
+        )
+        ds = ds.map_batches(
+            HistoryEvaluator,
+            fn_constructor_kwargs={"memory": cfg.memory.model_dump(mode="json"), "ks": cfg.ks, "overfetch": cfg.overfetch},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(cfg.ray.workers, len(samples))),
+            num_cpus=cfg.ray.cpus_per_worker,
+            num_gpus=cfg.ray.gpus_per_worker or None,
+        )
+        label = f"{cfg.memory.name} on {cfg.dataset}"
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task(label, total=len(samples))
+            for row in ds.iter_rows():
+                rows = json.loads(row["rows"])
+                writer.write(rows)
+                all_rows.extend(rows)
+                progress.advance(task)
+    writer.close()
+    all_rows.sort(key=lambda r: (r["history_id"], r["visible_sessions"], r["query_id"]))
+    writer = PerQueryWriter(out / "per_query.jsonl")  # rewrite in a deterministic order
+    writer.write(all_rows)
+    writer.close()
+    summary = summarize(
+        all_rows, cfg.dataset, cfg.memory.name, cfg.ks,
+        extra={"config": json.loads(cfg.model_dump_json()), "invalid_records": [str(e) for e in errors]},
+    )
+    write_report(summary, out)
+    return summary
