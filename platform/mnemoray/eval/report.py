@@ -55,7 +55,7 @@ def plot_recall(summary: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for metric in METRIC_NAMES:
         ax.plot(ks, [summary["metrics"].get(f"{metric}@{k}", 0.0) for k in ks], marker="o", label=metric)
-    ax.set_xlabel("k (retrieved memory items)")
+    ax.set_xlabel("k (distinct evidence units retrieved)")
     ax.set_ylabel("score")
     ax.set_ylim(0, 1.02)
     ax.set_xticks(ks)

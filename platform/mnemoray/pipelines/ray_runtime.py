@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -36,6 +37,7 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
         else:
             ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
         started = True
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
