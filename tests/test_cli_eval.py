@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def mnemoray(*args, cwd=None):
@@ -77,3 +80,27 @@ def test_bad_config_value_is_named(tmp_path, data_root):
     proc = mnemoray("eval", "retrieval", "--dataset", "locomo", "--data", data_root / "locomo",
                     "--memory", "rag-magic", "--out", tmp_path / "o")
     assert proc.returncode == 2 and "memory.name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_main_job_command_with_overrides(tmp_path, data_root):
+    """The README's main job path (`eval suite` on the shipped config), cut to BM25 on LoCoMo."""
+    out = tmp_path / "main"
+    proc = mnemoray("eval", "suite", "--config", "configs/eval/retrieval_local.yaml", "--data", data_root,
+                    "--out", out, "memories=[rag-bm25]", "runs=[{dataset: locomo, data: '${data_root}/locomo'}]",
+                    cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rag-bm25" in proc.stdout and "recall_all@10" in proc.stdout
+    assert (out / "locomo" / "rag-bm25" / "metrics.json").is_file()
+    assert (out / "comparison.md").read_text().count("| locomo | rag-bm25 |") == 1
+
+
+def test_cluster_job_config_validates_and_bad_config_exits_2(tmp_path):
+    from mnemoray.config import RetrievalSuiteConfig, load_config
+
+    cfg = load_config(RetrievalSuiteConfig, REPO / "configs/eval/retrieval_cluster.yaml")
+    assert cfg.memory.index.device == "cuda" and cfg.ray.gpus_per_worker > 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: []\nmemories: [rag-nope]\n")
+    proc = subprocess.run([sys.executable, str(REPO / "jobs/evaluate_retrieval.py"), "--config", str(bad)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "memories" in proc.stderr and "Traceback" not in proc.stderr

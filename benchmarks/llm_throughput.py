@@ -1,0 +1,207 @@
+"""LLM request throughput: does the platform keep the configured concurrency busy?
+
+Prints figures, asserts nothing. Three parts, each against real local servers:
+
+1. OpenAIEngine vs the fault endpoint (own process, fixed latency, no faults), at
+   max_in_flight 64 and 256: average in-flight as seen by the *server* / configured max
+   (goal >= 0.95), and platform overhead per call = mean client latency - server latency
+   (goal <= 5 ms), next to the wall time against the ideal n / max_in_flight x latency.
+2. Ray Data `run_requests`, openai engine: the actor-pool path vs Ray Data's
+   HttpRequestProcessorConfig path, same rows, same endpoint: server-side in-flight.
+3. The Serve endpoint (tiny hf model) with 32 concurrent clients: throughput with
+   @serve.batch vs one request at a time (goal >= 5x).
+
+    python benchmarks/llm_throughput.py [--quick] [--skip-serve] [--skip-data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from mnemoray.llm.openai_engine import OpenAIEngine
+from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def fault_endpoint(latency_ms: float):
+    """The fault server in its own process, so it does not share the client's GIL."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnemoray.llm.fault_server", "--port", str(port), "--latency-ms", str(latency_ms)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):  # bounded wait, about 30 s
+            try:
+                urllib.request.urlopen(f"{base}/v1/models", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("fault server did not start")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def server_stats(base: str, reset: bool = False) -> dict:
+    if reset:
+        urllib.request.urlopen(urllib.request.Request(f"{base}/_stats/reset", method="POST"), timeout=10).read()
+        return {}
+    return json.loads(urllib.request.urlopen(f"{base}/_stats", timeout=10).read())
+
+
+def _requests(n: int, tag: str, max_tokens: int = 16) -> list[ChatRequest]:
+    return [ChatRequest(id=f"{tag}{i}", messages=[ChatMessage(role="user", content=f"request {tag} {i}")],
+                        params=SamplingParams(max_tokens=max_tokens)) for i in range(n)]
+
+
+def bench_engine(latency_ms: float, waves: int) -> list[dict]:
+    rows = []
+    with fault_endpoint(latency_ms) as base:
+        for max_in_flight in (64, 256):
+            n = max_in_flight * waves
+            with OpenAIEngine("fault-model", base_url=f"{base}/v1", max_in_flight=max_in_flight,
+                              max_retries=0, timeout_s=60) as engine:
+                engine.generate(_requests(max_in_flight, "warm"))  # open the connections
+                engine.meter.reset()
+                server_stats(base, reset=True)
+                cpu0, t0 = time.process_time(), time.perf_counter()
+                results = engine.generate(_requests(n, f"m{max_in_flight}-"))
+                wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+                srv = server_stats(base)["inflight"]
+                client = engine.inflight_stats()
+            ideal = math.ceil(n / max_in_flight) * latency_ms / 1000
+            mean_latency = sum(r.latency_s for r in results) / n
+            rows.append({
+                "max_in_flight": max_in_flight, "requests": n, "ok": sum(r.ok for r in results),
+                "server_inflight_avg": srv["average"], "client_inflight_avg": client.average,
+                "ratio": srv["average"] / max_in_flight,
+                "wall_s": wall, "ideal_s": ideal,
+                "overhead_ms_per_call": (mean_latency - latency_ms / 1000) * 1000,
+                "client_cpu_ms_per_call": cpu / n * 1000,
+            })
+    return rows
+
+
+def bench_ray_data(latency_ms: float, n: int) -> list[dict]:
+    import ray
+
+    from mnemoray.llm.ray_data import run_requests
+
+    rows_in = [{"id": f"d{i}", "messages": [{"role": "user", "content": f"row {i}"}]} for i in range(n)]
+    out = []
+    with fault_endpoint(latency_ms) as base:
+        for path, actors in (("actors", 1), ("actors", 2), ("http", 1), ("http", 2)):
+            cfg = {"engine": "openai", "model": "fault-model", "base_url": f"{base}/v1", "max_in_flight": 64,
+                   "max_retries": 2, "timeout_s": 60}
+            ds = ray.data.from_items(rows_in, override_num_blocks=8)
+            server_stats(base, reset=True)
+            t0 = time.perf_counter()
+            got = run_requests(ds, cfg, openai_path=path, max_actors=actors).take_all()
+            wall = time.perf_counter() - t0
+            srv = server_stats(base)
+            out.append({"path": path, "actors": actors, "rows": len(got), "wall_s": wall,
+                        "server_inflight_avg": srv["inflight"]["average"], "server_peak": srv["inflight"]["peak"]})
+    return out
+
+
+def bench_serve(requests_per_client: int, max_tokens: int, clients: int = 32) -> list[dict]:
+    from ray import serve
+
+    from mnemoray.llm.tiny import ensure_tiny
+    from mnemoray.serving.llm_app import LLMAppConfig, run_llm_app
+
+    model = ensure_tiny(Path(tempfile.gettempdir()) / "mnemoray-bench-tiny")
+    out = []
+    port = _free_port()
+    for batching in (True, False):
+        cfg = LLMAppConfig(model=str(model), model_id="tiny", batching=batching, max_batch_size=clients,
+                           batch_wait_timeout_s=0.01)
+        url = run_llm_app(cfg, port=port)
+        with OpenAIEngine("tiny", base_url=url, max_in_flight=clients, max_retries=0, timeout_s=300) as engine:
+            engine.generate(_requests(clients, "warm", max_tokens))
+            n = clients * requests_per_client
+            t0 = time.perf_counter()
+            results = engine.generate(_requests(n, f"s{batching}-", max_tokens))
+            wall = time.perf_counter() - t0
+        stats = serve.get_deployment_handle("HFChatModel", app_name="llm").batch_stats.remote().result()
+        out.append({"batching": batching, "requests": n, "ok": sum(r.ok for r in results), "wall_s": wall,
+                    "req_per_s": n / wall, "max_batch": stats["max_batch"]})
+        serve.delete("llm")
+    serve.shutdown()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per Serve request")
+    parser.add_argument("--skip-serve", action="store_true")
+    parser.add_argument("--skip-data", action="store_true")
+    args = parser.parse_args()
+    waves = 4 if args.quick else 10
+
+    print(f"machine: {os.cpu_count()} CPUs; fault endpoint latency {args.latency_ms:.0f} ms, no faults\n")
+    print("1) OpenAIEngine vs fault endpoint")
+    print(f"{'max':>5} {'reqs':>6} {'ok':>6} {'srv avg':>8} {'cli avg':>8} {'ratio':>6} "
+          f"{'wall s':>7} {'ideal s':>7} {'ovh ms/call':>11} {'cpu ms/call':>11}")
+    for r in bench_engine(args.latency_ms, waves):
+        print(f"{r['max_in_flight']:>5} {r['requests']:>6} {r['ok']:>6} {r['server_inflight_avg']:>8.1f} "
+              f"{r['client_inflight_avg']:>8.1f} {r['ratio']:>6.2f} {r['wall_s']:>7.2f} {r['ideal_s']:>7.2f} "
+              f"{r['overhead_ms_per_call']:>11.1f} {r['client_cpu_ms_per_call']:>11.2f}")
+    print("   goal: ratio >= 0.95, overhead <= 5 ms/call\n")
+
+    if args.skip_data and args.skip_serve:
+        return
+    import ray
+
+    from mnemoray.pipelines.ray_runtime import WORKER_ENV
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": WORKER_ENV})
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    if not args.skip_data:
+        n = 256 if args.quick else 640
+        print(f"2) Ray Data run_requests, openai engine, {n} rows, max_in_flight 64")
+        print(f"{'path':>7} {'actors':>6} {'rows':>5} {'wall s':>7} {'srv avg in-flight':>17} {'srv peak':>8}")
+        for r in bench_ray_data(args.latency_ms, n):
+            print(f"{r['path']:>7} {r['actors']:>6} {r['rows']:>5} {r['wall_s']:>7.2f} "
+                  f"{r['server_inflight_avg']:>17.1f} {r['server_peak']:>8}")
+        print()
+    if not args.skip_serve:
+        per_client = 2 if args.quick else 4
+        print(f"3) Serve endpoint (tiny hf model, {args.new_tokens} new tokens), 32 concurrent clients")
+        rows = bench_serve(per_client, args.new_tokens)
+        for r in rows:
+            print(f"   batching={str(r['batching']):5} requests={r['requests']} ok={r['ok']} wall={r['wall_s']:.2f}s "
+                  f"throughput={r['req_per_s']:.1f} req/s largest batch={r['max_batch']}")
+        speedup = rows[0]["req_per_s"] / rows[1]["req_per_s"]
+        print(f"   @serve.batch speedup: {speedup:.1f}x (goal >= 5x)")
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
