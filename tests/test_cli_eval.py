@@ -104,3 +104,23 @@ def test_cluster_job_config_validates_and_bad_config_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "jobs/evaluate_retrieval.py"), "--config", str(bad)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "memories" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_llm_memory_needs_a_bank_then_scores_it(tmp_path, data_root):
+    proc = mnemoray("eval", "retrieval", "--dataset", "locomo", "--data", data_root / "locomo", "--memory", "summary",
+                    "--out", tmp_path / "nobank")
+    assert proc.returncode == 2 and "--memory-bank" in proc.stderr and "Traceback" not in proc.stderr
+
+    built = tmp_path / "built"
+    proc = mnemoray("memory", "build", "--config", "configs/memory/summary_local.yaml", "--out", built,
+                    "--limit", "1", "--sessions", "2", cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "scored"
+    proc = mnemoray("eval", "retrieval", "--dataset", "locomo", "--data", data_root / "locomo", "--memory", "summary",
+                    "--memory-bank", built / "banks", "--limit", "1", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["memory"] == "summary" and metrics["n_histories"] == 1
+    rows = [json.loads(x) for x in (out / "per_query.jsonl").read_text().splitlines()]
+    # provenance of the built bank only points at the two sessions that were read
+    assert all(ev.split(":")[0] in {"D1", "D2"} for r in rows for ids in r["retrieved_evidence"] for ev in ids)

@@ -37,11 +37,43 @@ class IndexConfig(StrictModel):
     recency_weight: float = Field(0.0, ge=0, description="hybrid only: weight of a most-recent-first ranking of the candidates in the fusion")
 
 
+class LLMCallConfig(StrictModel):
+    """Sampling and output caps of a framework's memory-model calls (caps keep JSON finishable)."""
+
+    max_tokens: int = Field(1024, ge=16)
+    temperature: float = Field(0.0, ge=0)
+    max_text_chars: int = Field(300, ge=8, description="maxLength put on every string of the call's JSON schema")
+    max_items: int = Field(12, ge=1, description="maxItems put on every array of the call's JSON schema")
+    max_retries: int | None = Field(None, ge=0, description="None: the engine config's structured_retries")
+    prompt_memory_chars: int = Field(6000, ge=0, description="budget for existing memory shown in a prompt")
+
+
+class DualMemConfig(StrictModel):
+    chunk_turns: int = Field(12, ge=1, description="turns read per memory-model call")
+    dedup_threshold: float = Field(0.85, gt=0, le=1, description="cosine similarity above which two facts are one")
+    min_insight_refs: int = Field(2, ge=1)
+
+
+class MemBuilderConfig(StrictModel):
+    core_limit: int = Field(5000, ge=100, description="core block chars; over it the LLM compresses the block")
+    context_items: int = Field(20, ge=1, description="existing memories of its type each agent sees")
+    session_chars: int = Field(12000, ge=100, description="session transcript budget per prompt")
+
+
+class SummaryConfig(StrictModel):
+    chunk_turns: int = Field(12, ge=1)
+    max_chars: int = Field(2000, ge=50, description="size of the overwritten memory")
+
+
 class MemoryConfig(StrictModel):
-    name: Literal["rag-dense", "rag-bm25", "rag-hybrid"] = "rag-hybrid"
+    name: Literal["rag-dense", "rag-bm25", "rag-hybrid", "dualmem", "membuilder", "summary"] = "rag-hybrid"
     chunking: Literal["turn", "pair", "session"] = "pair"
     include_timestamp: bool = True
     index: IndexConfig = Field(default_factory=IndexConfig)
+    llm_call: LLMCallConfig = Field(default_factory=LLMCallConfig)
+    dualmem: DualMemConfig = Field(default_factory=DualMemConfig)
+    membuilder: MemBuilderConfig = Field(default_factory=MemBuilderConfig)
+    summary: SummaryConfig = Field(default_factory=SummaryConfig)
 
 
 class RayConfig(StrictModel):
@@ -58,6 +90,7 @@ class RetrievalEvalConfig(StrictModel):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
     overfetch: int = Field(5, ge=1, description="items asked per evidence unit, so k distinct units can be filled")
+    memory_bank: Path | None = Field(None, description="score a bank built by `mnemoray memory build` instead of building memory")
     out: Path = Path("runs/retrieval")
     skip_invalid: bool = False
     limit: int | None = Field(None, ge=1, description="evaluate only the first N histories")
@@ -69,6 +102,22 @@ class RetrievalEvalConfig(StrictModel):
         if not v or any(k < 1 for k in v):
             raise ValueError("k values must be positive integers")
         return sorted(set(v))
+
+
+class MemoryBuildConfig(StrictModel):
+    """`mnemoray memory build`: one LLM-built memory per history, banks + trajectory log."""
+
+    dataset: Literal["locomo", "realmem", "longmemeval", "perltqa"]
+    data: Path
+    memory: MemoryConfig = Field(default_factory=lambda: MemoryConfig(name="dualmem"))
+    llm: Path = Field(Path("configs/llm/tiny_local.yaml"), description="engine config of the memory model")
+    llm_overrides: list[str] = Field(default_factory=list, description="key=value settings of the engine config")
+    out: Path = Path("runs/memory")
+    limit: int | None = Field(None, ge=1, description="build only the first N histories")
+    max_sessions: int | None = Field(None, ge=1, description="read only the first N sessions of each history")
+    skip_invalid: bool = False
+    torch_threads: int | None = Field(None, ge=1, description="torch threads per worker (hf engine); None = torch default")
+    ray: RayConfig = Field(default_factory=RayConfig)
 
 
 class SuiteRun(StrictModel):

@@ -38,7 +38,8 @@ def _record_schemas() -> list[dict]:
     from pydantic import BaseModel
 
     found = [getattr(records, n) for n in dir(records)]
-    return [c.model_json_schema() for c in found if isinstance(c, type) and issubclass(c, BaseModel) and c is not BaseModel]
+    models = [c for c in found if isinstance(c, type) and issubclass(c, BaseModel) and c is not BaseModel]
+    return [c.model_json_schema() for c in models]
 
 
 @pytest.mark.parametrize("schema", HAND_WRITTEN + _record_schemas())
@@ -86,11 +87,16 @@ def test_unsatisfiable_schema_is_a_client_error(fault_server):
 
 @pytest.mark.parametrize(
     ("config", "status"),
-    [(FaultConfig(rate_429=1.0, retry_after_ms=7), 429), (FaultConfig(rate_500=1.0), 500), (FaultConfig(rate_503=1.0), 503)],
+    [
+        (FaultConfig(rate_429=1.0, retry_after_ms=7), 429),
+        (FaultConfig(rate_500=1.0), 500),
+        (FaultConfig(rate_503=1.0), 503),
+    ],
 )
 def test_injected_status_codes_have_openai_error_bodies(fault_server, config, status):
     server = fault_server(config)
-    got, answer = post_json(f"{server.url}/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    got, answer = post_json(f"{server.url}/chat/completions", body)
     assert got == status and answer["error"]["code"] == status
 
 

@@ -9,6 +9,7 @@ import threading
 import pytest
 from serving_helpers import SMALL_SCHEMA
 
+from mnemoray.llm.fault_server import MALFORMED_CONTENT as MALFORMED
 from mnemoray.llm.fault_server import FaultConfig
 from mnemoray.llm.openai_engine import OpenAIEngine
 from mnemoray.llm.structured import generate_structured
@@ -16,12 +17,13 @@ from mnemoray.llm.types import ChatMessage, ChatRequest, Engine
 
 TYPED_KINDS = {"http", "timeout", "connection", "protocol"}
 MIXED_20 = dict(fault_rate=0.2, retry_after_ms=5, seed=7)
-from mnemoray.llm.fault_server import MALFORMED_CONTENT as MALFORMED
 
 
 def _requests(n: int, schema: dict | None = None, tag: str = "") -> list[ChatRequest]:
     return [
-        ChatRequest(id=f"{tag}q{i}", messages=[ChatMessage(role="user", content=f"question {tag}{i}")], json_schema=schema)
+        ChatRequest(
+            id=f"{tag}q{i}", messages=[ChatMessage(role="user", content=f"question {tag}{i}")], json_schema=schema
+        )
         for i in range(n)
     ]
 
@@ -37,7 +39,7 @@ def test_twenty_percent_faults_with_retries_lose_and_duplicate_nothing(fault_ser
         results = engine.generate(requests)
     assert [r.id for r in results] == [q.id for q in requests]
     malformed = 0
-    for request, result in zip(requests, results):
+    for request, result in zip(requests, results, strict=True):
         if not result.ok:
             assert result.error_kind in TYPED_KINDS and result.error
         elif result.text == MALFORMED:  # a 200 with broken content: not a transport fault
@@ -182,3 +184,16 @@ def test_completion_body_carries_sampling_fields():
 def test_max_in_flight_must_be_positive(bad):
     with pytest.raises(ValueError):
         OpenAIEngine("m", max_in_flight=bad)
+
+
+def test_engine_pickles_as_settings_and_works_after(fault_server):
+    import pickle
+
+    server = fault_server(FaultConfig())
+    engine = OpenAIEngine("fault-model", base_url=server.url, max_in_flight=3, max_retries=1)
+    engine.generate(_requests(2, tag="p"))  # live loop, clients and locks inside
+    copy = pickle.loads(pickle.dumps(engine))
+    engine.close()
+    assert (copy.max_in_flight, copy.max_retries, copy.base_url) == (3, 1, server.url)
+    with copy:
+        assert [r.text for r in copy.generate(_requests(2, tag="p"))] == ["echo: question p0", "echo: question p1"]

@@ -24,7 +24,7 @@ def _ks(text: str) -> list[int]:
 def retrieval(
     dataset: str = typer.Option(None, help="locomo, realmem, longmemeval or perltqa"),
     data: Path = typer.Option(None, help="a dataset file or a folder of files"),
-    memory: str = typer.Option(None, help="rag-dense, rag-bm25 or rag-hybrid"),
+    memory: str = typer.Option(None, help="rag-dense, rag-bm25, rag-hybrid, or an LLM framework with --memory-bank"),
     k: str = typer.Option(None, "--k", help="cut-offs, e.g. 5,10,20"),
     out: Path = typer.Option(None, help="output folder (metrics.json, per_query.jsonl, report.md)"),
     config: Path = typer.Option(None, help="YAML config; options given here override it"),
@@ -32,11 +32,13 @@ def retrieval(
     chunking: str = typer.Option(None, help="turn, pair or session"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
     limit: int = typer.Option(None, help="evaluate only the first N histories"),
+    memory_bank: Path = typer.Option(None, "--memory-bank", help="a folder written by `mnemoray memory build` (its banks/)"),
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. memory.index.recency_weight=1"),
 ) -> None:
     """Score a memory framework's evidence retrieval on a public dataset."""
     base: dict = {}
-    flat = {"dataset": dataset, "data": str(data) if data else None, "out": str(out) if out else None, "limit": limit}
+    flat = {"dataset": dataset, "data": str(data) if data else None, "out": str(out) if out else None, "limit": limit,
+            "memory_bank": str(memory_bank) if memory_bank else None}
     base.update({key: v for key, v in flat.items() if v is not None})
     extra = list(overrides or [])
     if memory:

@@ -17,7 +17,7 @@ app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(data_cmd.app, name="data")
 
 # Further command groups (llm, model, serve, synth, memory, train) register here.
-for _module, _name in (("llm_cmd", "llm"), ("model_cmd", "model"), ("serve_cmd", "serve")):
+for _module, _name in (("llm_cmd", "llm"), ("model_cmd", "model"), ("serve_cmd", "serve"), ("memory_cmd", "memory"), ("train_cmd", "train")):
     try:
         _mod = __import__(f"mnemoray.cli.{_module}", fromlist=["app"])
     except ModuleNotFoundError as _err:

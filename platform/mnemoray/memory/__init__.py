@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
+from mnemoray.memory.dualmem import DualMemMemory
+from mnemoray.memory.membuilder import MemBuilderMemory
 from mnemoray.memory.rag import RagMemory
+from mnemoray.memory.summary import SummaryMemory
 
-FRAMEWORKS = {"rag-dense": RagMemory, "rag-bm25": RagMemory, "rag-hybrid": RagMemory}
+FRAMEWORKS = {
+    "rag-dense": RagMemory,
+    "rag-bm25": RagMemory,
+    "rag-hybrid": RagMemory,
+    "dualmem": DualMemMemory,
+    "membuilder": MemBuilderMemory,
+    "summary": SummaryMemory,
+}
+# Frameworks whose memory is written by a memory model (they take engine=, log=, max_retries=).
+LLM_FRAMEWORKS = ("dualmem", "membuilder", "summary")
 
 
 def build_memory(config: MemoryConfig, **kwargs) -> MemoryFramework:
@@ -17,4 +29,4 @@ def build_memory(config: MemoryConfig, **kwargs) -> MemoryFramework:
     return cls(config, **kwargs)
 
 
-__all__ = ["FRAMEWORKS", "MemoryFramework", "build_memory"]
+__all__ = ["FRAMEWORKS", "LLM_FRAMEWORKS", "MemoryFramework", "build_memory"]

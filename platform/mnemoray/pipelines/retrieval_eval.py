@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mnemoray.config import MemoryConfig, RetrievalEvalConfig
+from mnemoray.config import ConfigError, MemoryConfig, RetrievalEvalConfig
 from mnemoray.eval.report import PerQueryWriter, summarize, write_report
 from mnemoray.eval.retrieval import evaluate_sample
 from mnemoray.loaders import DatasetError, iter_dataset
@@ -24,26 +24,49 @@ from mnemoray.records import EvalSample
 class HistoryEvaluator:
     """Ray Data actor: evaluates whole histories with one memory config."""
 
-    def __init__(self, memory: dict[str, Any], ks: list[int], overfetch: int = 5):
+    def __init__(self, memory: dict[str, Any], ks: list[int], overfetch: int = 5, memory_bank: str | None = None):
         from mnemoray.index.embedder import Embedder
-        from mnemoray.memory import build_memory
 
         self.config = MemoryConfig.model_validate(memory)
         self.ks = ks
         self.overfetch = overfetch
+        self.memory_bank = memory_bank
         idx = self.config.index
-        embedder = None
-        if self.config.name in ("rag-dense", "rag-hybrid"):
-            embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
-        self._make = lambda: build_memory(self.config, embedder=embedder)
+        self.embedder = None
+        if memory_bank or self.config.name in ("rag-dense", "rag-hybrid"):
+            self.embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
+
+    def _factory(self, history_id: str):
+        if self.memory_bank:
+            from mnemoray.memory.bank import BankMemory, read_bank
+
+            items = read_bank(Path(self.memory_bank), history_id)
+            return lambda: BankMemory(items, self.embedder)
+        from mnemoray.memory import build_memory
+
+        return lambda: build_memory(self.config, embedder=self.embedder)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         ids, rows = [], []
         for raw in batch["sample"]:
             sample = EvalSample.model_validate_json(raw)
             ids.append(sample.history.id)
-            rows.append(json.dumps(evaluate_sample(sample, self._make, self.ks, self.overfetch), ensure_ascii=False))
+            make = self._factory(sample.history.id)
+            rows.append(json.dumps(evaluate_sample(sample, make, self.ks, self.overfetch), ensure_ascii=False))
         return {"history_id": ids, "rows": rows}
+
+
+def check_memory_source(cfg: RetrievalEvalConfig) -> None:
+    """LLM-built memories are scored from a built bank; say so instead of failing per call."""
+    from mnemoray.memory import LLM_FRAMEWORKS
+
+    if cfg.memory_bank is None and cfg.memory.name in LLM_FRAMEWORKS:
+        raise ConfigError(
+            f"memory '{cfg.memory.name}' is built by an LLM: run `mnemoray memory build --framework "
+            f"{cfg.memory.name} ...` first and pass its output folder with --memory-bank DIR"
+        )
+    if cfg.memory_bank is not None and not Path(cfg.memory_bank).exists():
+        raise ConfigError(f"--memory-bank {cfg.memory_bank}: no such folder")
 
 
 def collect_samples(cfg: RetrievalEvalConfig) -> tuple[list[EvalSample], list[DatasetError]]:
@@ -67,6 +90,7 @@ def run_retrieval_eval(cfg: RetrievalEvalConfig, console: Console | None = None)
     import ray
 
     console = console or Console(stderr=True)
+    check_memory_source(cfg)
     samples, errors = collect_samples(cfg)
     for err in errors:
         console.print(f"[yellow]skipped invalid record[/yellow] {err}")
@@ -81,7 +105,8 @@ def run_retrieval_eval(cfg: RetrievalEvalConfig, console: Console | None = None)
         )
         ds = ds.map_batches(
             HistoryEvaluator,
-            fn_constructor_kwargs={"memory": cfg.memory.model_dump(mode="json"), "ks": cfg.ks, "overfetch": cfg.overfetch},
+            fn_constructor_kwargs={"memory": cfg.memory.model_dump(mode="json"), "ks": cfg.ks, "overfetch": cfg.overfetch,
+                                   "memory_bank": str(cfg.memory_bank) if cfg.memory_bank else None},
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(cfg.ray.workers, len(samples))),
             num_cpus=cfg.ray.cpus_per_worker,

@@ -1,0 +1,53 @@
+"""`mnemoray memory`: build LLM-written memory banks (and their trajectory logs) over datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mnemoray.cli.common import fail, friendly_errors
+from mnemoray.config import MemoryBuildConfig, load_config
+
+app = typer.Typer(help="Build memory with memory frameworks.", no_args_is_help=True)
+
+
+@app.command("build")
+@friendly_errors
+def build(
+    framework: str = typer.Option(None, help="dualmem, membuilder or summary"),
+    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval or perltqa"),
+    data: Path = typer.Option(None, help="a dataset file or a folder of files"),
+    llm: Path = typer.Option(None, help="engine config of the memory model, e.g. configs/llm/tiny_local.yaml"),
+    out: Path = typer.Option(None, help="output folder (banks/, trajectories.jsonl, summary.json)"),
+    limit: int = typer.Option(None, help="build only the first N histories"),
+    sessions: int = typer.Option(None, help="read only the first N sessions of each history"),
+    config: Path = typer.Option(None, help="YAML config (configs/memory/*.yaml); options given here override it"),
+    address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
+    workers: int = typer.Option(None, help="actors building histories in parallel"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. memory.dualmem.chunk_turns=8"),
+) -> None:
+    """Build one memory bank per history with an LLM memory model; log every call."""
+    flat = {"dataset": dataset, "data": str(data) if data else None, "out": str(out) if out else None,
+            "llm": str(llm) if llm else None, "limit": limit, "max_sessions": sessions}
+    # flags win over the config file, so they go in as overrides (applied after the file)
+    extra = [f"{key}={value}" for key, value in flat.items() if value is not None]
+    extra += list(overrides or [])
+    if framework:
+        extra.append(f"memory.name={framework}")
+    if address:
+        extra.append(f"ray.address={address}")
+    if workers:
+        extra.append(f"ray.workers={workers}")
+    cfg = load_config(MemoryBuildConfig, config, extra)
+    if not cfg.llm.exists():
+        fail(f"{cfg.llm}: no such LLM engine config")
+    from mnemoray.pipelines.memory_build import run_memory_build
+
+    try:
+        summary = run_memory_build(cfg)
+    except ValueError as err:
+        fail(str(err))
+    totals = summary["totals"]
+    typer.echo(f"{summary['framework']}: {summary['histories']} histories, {totals.get('items', 0)} memory items, "
+               f"{totals.get('calls', 0)} memory-model calls ({totals.get('failures', 0)} failed); outputs in {cfg.out}/")

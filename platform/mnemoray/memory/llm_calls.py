@@ -1,0 +1,94 @@
+"""Memory-model calls: build requests, run them through the structured pipeline, log them.
+
+Frameworks describe calls (`CallSpec`) and get back validated JSON or a failure; they never
+see engine details. Invalid output after the retries becomes a failed `CallOutcome` (counted
+and written to the trajectory log) so a framework keeps going instead of crashing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mnemoray.config import LLMCallConfig
+from mnemoray.llm.structured import generate_structured
+from mnemoray.llm.types import ChatMessage, ChatRequest, ChatResult, Engine, SamplingParams
+from mnemoray.memory.prompts import PromptSpec, clamp_schema, restrict_ids
+from mnemoray.memory.trajectory import TrajectoryLog
+
+
+@dataclass
+class CallSpec:
+    prompt: PromptSpec
+    fields: dict[str, Any]
+    session_id: str | None
+    memory_state: Any
+    max_chars: int | None = None  # per-call override of the string cap (e.g. core compression)
+    id_fields: dict[str, list[str]] | None = None  # property -> the only handles its array may hold
+
+
+@dataclass
+class CallOutcome:
+    parsed: Any
+    error: str | None
+    raw: str
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class MemoryModel:
+    """The LLM behind a framework: one batched structured generation per list of calls."""
+
+    def __init__(self, engine: Engine | None, settings: LLMCallConfig, log: TrajectoryLog, max_retries: int = 2):
+        self.engine = engine
+        self.settings = settings
+        self.log = log
+        self.max_retries = settings.max_retries if settings.max_retries is not None else max_retries
+
+    def _request(self, spec: CallSpec) -> tuple[list[ChatMessage], ChatRequest]:
+        s = self.settings
+        messages = spec.prompt.messages(**spec.fields)
+        schema = clamp_schema(spec.prompt.schema, spec.max_chars or s.max_text_chars, s.max_items)
+        for key, allowed in (spec.id_fields or {}).items():
+            schema = restrict_ids(schema, key, allowed)
+        request = ChatRequest(
+            messages=messages,
+            params=SamplingParams(temperature=s.temperature, max_tokens=s.max_tokens),
+            json_schema=schema,
+            seed=0,
+            metadata={"call": f"{spec.prompt.framework}/{spec.prompt.name}"},
+        )
+        return messages, request
+
+    def run(self, specs: list[CallSpec]) -> list[CallOutcome]:
+        if not specs:
+            return []
+        built = [self._request(s) for s in specs]
+        if self.engine is None:
+            results = [ChatResult(id=r.id, error="no memory-model engine configured", error_kind="engine")
+                       for _, r in built]
+        else:
+            try:
+                results = generate_structured(self.engine, [r for _, r in built], max_retries=self.max_retries)
+            except Exception as err:  # noqa: BLE001 - an engine crash fails these calls, not the build
+                results = [ChatResult(id=r.id, error=f"{type(err).__name__}: {err}", error_kind="engine")
+                           for _, r in built]
+        outcomes = []
+        for spec, (messages, _), result in zip(specs, built, results):
+            error = None if result.ok else f"{result.error_kind or 'error'}: {result.error}"
+            parsed = result.parsed if result.ok else None
+            self.log.record(
+                call=f"{spec.prompt.framework}/{spec.prompt.name}",
+                session_id=spec.session_id,
+                messages=[m.model_dump() for m in messages],
+                raw_output=result.text,
+                parsed=parsed,
+                error=error,
+                memory_state=spec.memory_state,
+                prompt_tokens=result.usage.prompt_tokens,
+                completion_tokens=result.usage.completion_tokens,
+            )
+            outcomes.append(CallOutcome(parsed=parsed, error=error, raw=result.text))
+        return outcomes

@@ -1,0 +1,159 @@
+"""`mnemoray memory build` on Ray Data: one task per history, actors holding the engine.
+
+The per-history work is `mnemoray.memory.build.build_history` (plain Python). Actors load
+the memory model and the embedder once; the driver streams results back and writes, per
+history, `banks/<h>.parquet`, `trajectories/<h>.jsonl` and `snapshots/<h>.json` (last, as
+the "done" marker: a rerun skips histories whose snapshot exists), then the combined
+`trajectories.jsonl` (format: `mnemoray.memory.trajectory`) and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mnemoray.config import MemoryBuildConfig, MemoryConfig
+from mnemoray.ids import stable_id
+from mnemoray.loaders import DatasetError, iter_dataset
+from mnemoray.memory.bank import write_bank
+from mnemoray.memory.trajectory import read_jsonl, write_jsonl
+from mnemoray.pipelines.ray_runtime import ray_session
+from mnemoray.records import History
+
+
+def history_key(history_id: str) -> str:
+    """A file-name-safe, collision-free name for a history."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', history_id)[:80]}-{stable_id(history_id)[:8]}"
+
+
+class MemoryBuildActor:
+    """Ray Data actor: builds whole histories with one memory model and one embedder."""
+
+    def __init__(self, memory: dict[str, Any], engine: dict[str, Any], max_sessions: int | None,
+                 torch_threads: int | None):
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        from mnemoray.index.embedder import Embedder
+        from mnemoray.llm.config import EngineConfig, build_engine
+
+        self.config = MemoryConfig.model_validate(memory)
+        engine_cfg = EngineConfig.model_validate(engine)
+        self.max_retries = engine_cfg.structured_retries
+        self.engine = build_engine(engine_cfg)
+        idx = self.config.index
+        self.embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
+        self.max_sessions = max_sessions
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        from mnemoray.memory.build import build_history
+
+        ids, results = [], []
+        for raw in batch["history"]:
+            history = History.model_validate_json(raw)
+            out = build_history(history, self.config, self.engine, self.embedder, self.max_retries, self.max_sessions)
+            ids.append(history.id)
+            results.append(json.dumps(out, ensure_ascii=False))
+        return {"history_id": ids, "result": results}
+
+
+def collect_histories(cfg: MemoryBuildConfig) -> tuple[list[History], list[DatasetError]]:
+    histories: list[History] = []
+    errors: list[DatasetError] = []
+    for entry in iter_dataset(cfg.dataset, cfg.data):
+        if isinstance(entry, DatasetError):
+            if not cfg.skip_invalid:
+                raise entry
+            errors.append(entry)
+            continue
+        histories.append(entry.history)
+        if cfg.limit and len(histories) >= cfg.limit:
+            break
+    return histories, errors
+
+
+def _write_history(out: Path, result: dict[str, Any]) -> None:
+    key = history_key(result["history_id"])
+    write_bank(result["rows"], out / "banks" / f"{key}.parquet")
+    write_jsonl(result["trajectories"], out / "trajectories" / f"{key}.jsonl")
+    snap = out / "snapshots" / f"{key}.json"
+    snap.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"history_id": result["history_id"], "stats": result["stats"], "snapshot": result["snapshot"]}
+    tmp = snap.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(snap)
+
+
+def _engine_payload(cfg: MemoryBuildConfig) -> dict[str, Any]:
+    """The engine config with the tiny model resolved here, once, instead of in every actor."""
+    from mnemoray.llm.config import load_engine_config, resolve_model
+
+    engine_cfg = load_engine_config(cfg.llm, cfg.llm_overrides)
+    if engine_cfg.tiny is not None:
+        engine_cfg = engine_cfg.model_copy(update={"model": resolve_model(engine_cfg), "tiny": None})
+    return engine_cfg.model_dump(mode="json")
+
+
+def run_memory_build(cfg: MemoryBuildConfig, console: Console | None = None) -> dict[str, Any]:
+    import ray
+
+    console = console or Console(stderr=True)
+    from mnemoray.memory import LLM_FRAMEWORKS
+
+    if cfg.memory.name not in LLM_FRAMEWORKS:
+        raise ValueError(f"'{cfg.memory.name}' is not built by a memory model; choose one of {list(LLM_FRAMEWORKS)}")
+    histories, errors = collect_histories(cfg)
+    for err in errors:
+        console.print(f"[yellow]skipped invalid record[/yellow] {err}")
+    if not histories:
+        raise DatasetError(cfg.data, None, None, "no history to build memory for")
+    out = Path(cfg.out)
+    todo = [h for h in histories if not (out / "snapshots" / f"{history_key(h.id)}.json").exists()]
+    if len(todo) < len(histories):
+        console.print(f"resuming: {len(histories) - len(todo)} of {len(histories)} histories already built")
+    if todo:
+        engine = _engine_payload(cfg)
+        with ray_session(cfg.ray):
+            ds = ray.data.from_items([{"history": h.model_dump_json()} for h in todo], override_num_blocks=len(todo))
+            ds = ds.map_batches(
+                MemoryBuildActor,
+                fn_constructor_kwargs={"memory": cfg.memory.model_dump(mode="json"), "engine": engine,
+                                       "max_sessions": cfg.max_sessions, "torch_threads": cfg.torch_threads},
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(cfg.ray.workers, len(todo))),
+                num_cpus=cfg.ray.cpus_per_worker,
+                num_gpus=cfg.ray.gpus_per_worker or None,
+            )
+            for row in ds.iter_rows():
+                result = json.loads(row["result"])
+                _write_history(out, result)
+                stats = result["stats"]
+                console.print(f"built {result['history_id']}: {stats.get('items', 0)} items, "
+                              f"{stats.get('calls', 0)} calls, {stats.get('failures', 0)} failed")
+    return _finish(cfg, out, histories, errors)
+
+
+def _finish(cfg: MemoryBuildConfig, out: Path, histories: list[History], errors: list[DatasetError]) -> dict[str, Any]:
+    """Combined trajectory log and summary, in input order (deterministic across reruns)."""
+    entries: list[dict[str, Any]] = []
+    per_history: dict[str, Any] = {}
+    totals: dict[str, int] = {}
+    for h in histories:
+        key = history_key(h.id)
+        entries.extend(read_jsonl(out / "trajectories" / f"{key}.jsonl"))
+        stats = json.loads((out / "snapshots" / f"{key}.json").read_text(encoding="utf-8"))["stats"]
+        per_history[h.id] = stats
+        for name, value in stats.items():
+            totals[name] = totals.get(name, 0) + int(value)
+    write_jsonl(entries, out / "trajectories.jsonl")
+    summary = {"framework": cfg.memory.name, "dataset": cfg.dataset, "data": str(cfg.data),
+               "histories": len(histories), "totals": totals, "per_history": per_history,
+               "invalid_records": [str(e) for e in errors],
+               "config": json.loads(cfg.model_dump_json())}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    return summary

