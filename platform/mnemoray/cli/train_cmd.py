@@ -1,0 +1,85 @@
+"""`mnemoray train`: supervised fine-tuning of memory models on Ray Train + DeepSpeed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from mnemoray.cli.common import fail, friendly_errors
+
+app = typer.Typer(help="Train memory models (SFT on Ray Train with DeepSpeed).", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Train memory models."""
+
+
+@app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def sft_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Option(..., "--config", help="SFT config YAML (see configs/train/)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (overrides `out`)"),
+) -> None:
+    """Train; metrics.jsonl, loss.png, data_stats.json and the HF export land in OUT/NAME.
+
+    Extra arguments are key=value config overrides, e.g. schedule.max_steps=50.
+    Rerunning with the same `name` resumes from its latest checkpoint.
+    """
+    from mnemoray.config import load_config
+    from mnemoray.train.config import SFTConfig
+
+    overrides = list(ctx.args) + ([f"out={out}"] if out is not None else [])
+    cfg = load_config(SFTConfig, config, overrides)
+    from mnemoray.train.sft import run_sft
+
+    try:
+        result = run_sft(cfg, log=lambda msg: typer.echo(msg, err=True))
+    except ValueError as err:
+        fail(str(err))
+        return
+    summary = {"run_dir": str(result.run_dir), "export": str(result.export_dir) if result.export_dir else None,
+               "total_steps": result.total_steps, "final": result.metrics, "error": result.error}
+    typer.echo(json.dumps(summary, indent=2))
+    if result.error:
+        raise typer.Exit(1)
+
+
+@app.command("demo-data")
+@friendly_errors
+def demo_data_cmd(
+    out: Path = typer.Option(..., "--out", help="JSONL file to write"),
+    n: int = typer.Option(256, min=1, help="number of samples"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write the copy-a-short-string task (learnable in a few steps) as messages JSONL."""
+    from mnemoray.train.demo import write_copy_task
+
+    typer.echo(str(write_copy_task(out, n, seed)))
+
+
+@app.command("convert")
+@friendly_errors
+def convert_cmd(
+    data: list[Path] = typer.Argument(..., help="trajectory / alpaca / sharegpt / messages files"),
+    out: Path = typer.Option(..., "--out", help="folder for LLaMA-Factory's sharegpt JSON + dataset_info.json"),
+    fmt: str = typer.Option("auto", "--format", help="auto, trajectory, alpaca, sharegpt or messages"),
+    name: str = typer.Option("mnemoray_sft", help="dataset name in dataset_info.json"),
+) -> None:
+    """Export SFT samples for LLaMA-Factory; rejected records are counted with reasons."""
+    from mnemoray.train.formats import (
+        FORMATS,
+        Rejects,
+        export_llamafactory,
+        read_samples,
+    )
+
+    if fmt != "auto" and fmt not in FORMATS:
+        fail(f"unknown --format '{fmt}'; choose auto or one of {', '.join(FORMATS)}")
+    rejects = Rejects()
+    samples = [s["messages"] for path in data for s in read_samples(path, fmt, rejects)]
+    path = export_llamafactory(samples, out, name)
+    typer.echo(json.dumps({"written": str(path), "samples": len(samples), "rejected": rejects.as_dict()}, indent=2))

@@ -1,0 +1,48 @@
+"""Write a Hugging Face checkpoint (weights, config, tokenizer, chat template) from a DeepSpeed engine.
+
+Under ZeRO-3 each rank holds a slice of every weight, so all ranks gather and rank 0
+writes; under ZeRO 0-2 rank 0 already holds the full weights. Tokenizer files are
+copied verbatim from the starting checkpoint so the export tokenizes (and templates
+chats) exactly like the model was trained, in whichever transformers version loads it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+_TOKENIZER_FILES = ("tokenizer", "special_tokens_map", "added_tokens", "vocab", "merges", "chat_template",
+                    "generation_config", "preprocessor_config")
+
+
+def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
+    copied = []
+    for f in sorted(Path(src).iterdir()):
+        if f.is_file() and f.name.startswith(_TOKENIZER_FILES):
+            shutil.copy2(f, dst / f.name)
+            copied.append(f.name)
+    if not any(n.startswith("tokenizer") for n in copied):
+        raise FileNotFoundError(f"{src}: no tokenizer files to export")
+    return copied
+
+
+def _full_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[str, Any] | None:
+    model = engine.module
+    if zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if rank == 0 else None
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()} if rank == 0 else None
+
+
+def export_hf(engine: Any, zero_stage: int, rank: int, source_model: str | Path, out_dir: Path) -> Path | None:
+    """Collective: every rank must call it. Rank 0 writes `out_dir` and returns it."""
+    state = _full_state_dict(engine, zero_stage, rank)
+    if rank != 0:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engine.module.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+    copy_tokenizer_files(Path(source_model), out_dir)
+    return out_dir

@@ -1,0 +1,236 @@
+"""The per-worker SFT loop: a DeepSpeed engine stepping through this worker's data.
+
+It talks to the outside world only through `WorkerIO` (batches, the checkpoint to
+resume from, reporting a checkpoint), so the same loop runs under Ray Train and, for
+the overhead benchmark, under the bare `deepspeed` launcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from mnemoray.train.config import SFTConfig
+from mnemoray.train.ds_config import deepspeed_config, lr_factor
+
+STATE_KEY = "mnemoray_sft"
+DS_TAG = "deepspeed"
+
+
+class WorkerIO(Protocol):
+    rank: int
+    world_size: int
+
+    def train_batches(self) -> Iterable[dict[str, Any]]:
+        """One epoch of this worker's collated micro-batches (same count on every worker)."""
+
+    def eval_batches(self) -> Iterable[dict[str, Any]] | None:
+        """This worker's eval batches, or None when there is no eval set."""
+
+    def resume_dir(self) -> contextlib.AbstractContextManager[Path | None]:
+        """The latest checkpoint folder, or None on a fresh start."""
+
+    def save(self, metrics: dict[str, Any], directory: Path, step: int) -> None:
+        """Persist this worker's part of a checkpoint (a barrier across workers)."""
+
+
+class MetricsLog:
+    """metrics.jsonl and events.jsonl, written by rank 0.
+
+    A resume drops metrics past the restored checkpoint (they are recomputed), so the
+    file always reads as one run with strictly increasing steps.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool, resumed_step: int):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.events = run_dir / "events.jsonl"
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        kept: list[str] = []
+        if resumed_step and self.path.exists():
+            kept = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln).get("step", 0) <= resumed_step]
+        self.path.write_text("".join(ln + "\n" for ln in kept))
+        self.event("start", step=resumed_step)  # events.jsonl is append-only: every (re)start shows
+
+    def _append(self, path: Path, record: dict[str, Any]) -> None:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def event(self, name: str, **fields: Any) -> None:
+        if self.enabled:
+            self._append(self.events, {"event": name, "time": time.time(), "pid": os.getpid(), **fields})
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            self._append(self.path, record)
+
+
+def _setup_torch(cfg: SFTConfig) -> None:
+    os.environ.setdefault("DS_ACCELERATOR", cfg.ray.accelerator)
+    import torch
+
+    if cfg.ray.torch_threads:
+        torch.set_num_threads(cfg.ray.torch_threads)
+    torch.manual_seed(cfg.schedule.seed)
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _forward(engine: Any, batch: dict[str, Any]) -> Any:
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "labels", "attention_mask", "position_ids")}
+    # no KV cache: with one, transformers ignores restarting position ids and packed samples would mix
+    return engine(**inputs, use_cache=False).loss
+
+
+def _label_count(batch: dict[str, Any]) -> int:
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def evaluate(engine: Any, batches: Iterable[dict[str, Any]] | None) -> float | None:
+    """Token-weighted mean loss over every worker's eval shard."""
+    if batches is None:
+        return None
+    import torch
+
+    engine.eval()
+    loss_sum, count = 0.0, 0
+    with torch.no_grad():
+        for batch in batches:
+            n = _label_count(batch)
+            loss_sum += float(_forward(engine, batch)) * n
+            count += n
+    engine.train()
+    total, n = _all_sum([loss_sum, count])
+    return total / n if n else None
+
+
+def build_engine(cfg: SFTConfig, model_path: str, world_size: int, total: int) -> Any:
+    import deepspeed
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers import AutoModelForCausalLM
+
+    ds_conf = deepspeed_config(cfg, world_size)
+    # reuse the process group Ray Train (or the launcher) set up; ZeRO-3 loading needs it early
+    deepspeed.init_distributed(dist_backend="gloo" if cfg.ray.accelerator == "cpu" else "nccl")
+    keep_alive = None
+    if cfg.deepspeed.zero_stage == 3 and importlib.util.find_spec("accelerate") is not None:
+        # lets from_pretrained load weights straight into ZeRO-3 partitions (transformers needs
+        # accelerate for it); without it every rank loads the full model before partitioning
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep_alive = HfDeepSpeedConfig(ds_conf)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    opt = cfg.optim
+
+    def scheduler(optimizer: Any) -> LambdaLR:
+        return LambdaLR(optimizer, lambda s: lr_factor(s, total, opt.warmup_steps, opt.min_lr_ratio))
+
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=ds_conf, lr_scheduler=scheduler,
+    )
+    engine._mnemoray_hf_ds_config = keep_alive
+    return engine
+
+
+def _skip(batches: Iterable[dict[str, Any]], n: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    for i, batch in enumerate(batches):
+        if i >= n:
+            yield i, batch
+
+
+def train_worker(cfg: SFTConfig, io: WorkerIO, model_path: str, total: int) -> dict[str, Any]:
+    """Train until `total` optimizer steps, resuming from io.resume_dir(); returns the last metrics."""
+    _setup_torch(cfg)
+    from mnemoray.train.export import export_hf
+
+    engine = build_engine(cfg, model_path, io.world_size, total)
+    state = {"epoch": 0, "batches_in_epoch": 0}
+    with io.resume_dir() as ckpt:
+        if ckpt is not None:
+            _, client = engine.load_checkpoint(str(ckpt), tag=DS_TAG)
+            state = dict(client[STATE_KEY])
+    step = engine.global_steps
+    log = MetricsLog(cfg.run_dir, io.rank == 0, step)
+    last: dict[str, Any] = {"step": step}
+    if step == 0:
+        eval_loss = evaluate(engine, io.eval_batches())
+        if eval_loss is not None:
+            last = {"step": 0, "eval_loss": eval_loss}
+            log.log(last)
+    window = {"loss": 0.0, "micro": 0, "tokens": 0, "t0": time.perf_counter(), "steps": 0}
+    while step < total:
+        for i, batch in _skip(io.train_batches(), state["batches_in_epoch"]):
+            loss = _forward(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            state["batches_in_epoch"] = i + 1
+            window["loss"] += float(loss.detach())
+            window["micro"] += 1
+            window["tokens"] += int(batch["num_tokens"])
+            if engine.global_steps == step:
+                continue  # still accumulating
+            step = engine.global_steps
+            window["steps"] += 1
+            last = _after_step(cfg, io, engine, step, total, state, window, log, model_path, export_hf)
+            if step >= total:
+                break
+        else:
+            state = {"epoch": state["epoch"] + 1, "batches_in_epoch": 0}
+    log.event("finished", step=step)
+    return last
+
+
+def _after_step(cfg: SFTConfig, io: WorkerIO, engine: Any, step: int, total: int, state: dict[str, Any],
+                window: dict[str, Any], log: MetricsLog, model_path: str, export_hf: Any) -> dict[str, Any]:
+    """Log, evaluate and checkpoint on the steps the schedule asks for (same decisions on every rank)."""
+    sch = cfg.schedule
+    record: dict[str, Any] = {"step": step}
+    final = step >= total
+    if step % sch.log_every == 0 or final:
+        loss_sum, micro, tokens = _all_sum([window["loss"], window["micro"], window["tokens"]])
+        elapsed = time.perf_counter() - window["t0"]
+        record.update(loss=loss_sum / max(micro, 1), lr=engine.get_lr()[0], epoch=state["epoch"],
+                      tokens=int(tokens), tokens_per_s=tokens / elapsed if elapsed > 0 else None,
+                      step_time_s=elapsed / max(window["steps"], 1))
+        window.update(loss=0.0, micro=0, tokens=0, t0=time.perf_counter(), steps=0)
+    if (sch.eval_every and step % sch.eval_every == 0) or final:
+        eval_loss = evaluate(engine, io.eval_batches())
+        if eval_loss is not None:
+            record["eval_loss"] = eval_loss
+    if len(record) > 1 and io.rank == 0:
+        log.log(record)
+    if step % sch.save_every == 0 or final:
+        tmp = Path(tempfile.mkdtemp(prefix=f"sft-step{step}-"))
+        try:
+            engine.save_checkpoint(str(tmp), tag=DS_TAG, client_state={STATE_KEY: state})
+            if final:
+                export_hf(engine, cfg.deepspeed.zero_stage, io.rank, model_path, tmp / "hf")
+            io.save({**record, "step": step}, tmp, step)
+            log.event("checkpoint", step=step)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        window["t0"] = time.perf_counter()  # checkpoint time is not step time
+    return record

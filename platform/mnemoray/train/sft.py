@@ -1,0 +1,166 @@
+"""SFT on Ray Train V2: one DeepSpeed engine per TorchTrainer worker, data from Ray Data shards.
+
+Fault tolerance and resume are Ray Train's: checkpoints go through `ray.train.report`
+into `storage_path/name`; a worker that dies restarts the group from the latest one
+(`FailureConfig`), and rerunning with the same run name picks it up too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.data.collate_fn import NumpyBatchCollateFn
+
+from mnemoray.train.config import SFTConfig
+from mnemoray.train.dataset import DataStats, build_datasets
+from mnemoray.train.ds_config import total_steps
+from mnemoray.train.tokenize import collate
+
+
+class PadCollate(NumpyBatchCollateFn):
+    """Right-pads ragged token rows into tensors (the collate form iter_torch_batches expects)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return collate(batch, self.pad_id)
+
+
+class RayTrainIO:
+    """WorkerIO backed by Ray Train: dataset shards, get_checkpoint, report."""
+
+    def __init__(self, micro_batch_size: int, pad_id: int, has_eval: bool):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.micro = micro_batch_size
+        self._collate = PadCollate(pad_id)
+        self.has_eval = has_eval
+
+    def _batches(self, name: str) -> Any:
+        import ray.train
+
+        return ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=self.micro, collate_fn=self._collate, drop_last=True)
+
+    def train_batches(self) -> Any:
+        return self._batches("train")
+
+    def eval_batches(self) -> Any:
+        return self._batches("eval") if self.has_eval else None
+
+    @contextlib.contextmanager
+    def resume_dir(self) -> Iterator[Path | None]:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            yield None
+            return
+        with ckpt.as_directory() as d:
+            yield Path(d)
+
+    def save(self, metrics: dict[str, Any], directory: Path, step: int) -> None:
+        import ray.train
+
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
+                         checkpoint_dir_name=f"step_{step:08d}")
+
+
+def _worker_entry(config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker."""
+    from transformers import AutoTokenizer
+
+    from mnemoray.train.loop import train_worker
+
+    cfg = SFTConfig.model_validate(config["cfg"])
+    tok = AutoTokenizer.from_pretrained(config["model_path"])
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    io = RayTrainIO(cfg.schedule.micro_batch_size, pad_id, config["has_eval"])
+    train_worker(cfg, io, config["model_path"], config["total_steps"])
+
+
+@dataclass
+class SFTResult:
+    run_dir: Path
+    export_dir: Path | None
+    checkpoint: str | None
+    metrics: dict[str, Any]
+    data: DataStats
+    total_steps: int
+    error: str | None = None
+
+
+def trainer_for(cfg: SFTConfig, model_path: str, datasets: dict[str, Any], total: int) -> Any:
+    """The TorchTrainer of one run; its name and storage path make reruns resume."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": cfg.ray.cpus_per_worker}
+    if cfg.ray.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        _worker_entry,
+        train_loop_config={"cfg": cfg.model_dump(mode="json"), "model_path": model_path, "total_steps": total,
+                           "has_eval": "eval" in datasets},
+        scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=cfg.name, storage_path=str(cfg.storage),
+            failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.schedule.keep),
+        ),
+        datasets=datasets,
+    )
+
+
+def preflight(cfg: SFTConfig) -> None:
+    """Fail in a second, not after Ray has started, on paths that do not exist."""
+    for src in [*cfg.data.train, *cfg.data.eval]:
+        if not src.path.expanduser().is_file():
+            raise FileNotFoundError(f"{src.path}: no such data file")
+    if cfg.model.path is not None and not (Path(cfg.model.path).expanduser() / "config.json").is_file():
+        raise FileNotFoundError(f"{cfg.model.path}: not a Hugging Face checkpoint folder (no config.json)")
+
+
+def run_sft(cfg: SFTConfig, log: Any = print) -> SFTResult:
+    """Prepare data, train on Ray Train, copy the HF export and plot the loss into out/name."""
+    from mnemoray.config import RayConfig
+    from mnemoray.pipelines.ray_runtime import ray_session
+    from mnemoray.train.plot import plot_metrics
+
+    preflight(cfg)
+    cfg = cfg.model_copy(update={"out": cfg.out.expanduser().resolve()})
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with ray_session(RayConfig(address=cfg.ray.address, num_cpus=cfg.ray.num_cpus)):
+        model_path = str(Path(cfg.resolve_model_path()).expanduser().resolve())
+        train_ds, eval_ds, stats = build_datasets(cfg, model_path)
+        (run_dir / "data_stats.json").write_text(json.dumps(stats.as_dict(), indent=2))
+        log(f"data: {stats.samples} samples, {stats.rows} rows, {stats.rejects.total} rejected "
+            f"{dict(stats.rejects.counts)}, {stats.truncated_samples} truncated")
+        if train_ds is None:
+            raise ValueError("no usable training samples (see data_stats.json for the reasons)")
+        total = total_steps(cfg, stats.rows["train"], cfg.ray.workers)
+        datasets = {"train": train_ds} | ({"eval": eval_ds} if eval_ds is not None else {})
+        result = trainer_for(cfg, model_path, datasets, total).fit()
+    export_dir = None
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            if (Path(d) / "hf").is_dir():
+                export_dir = run_dir / "hf"
+                shutil.rmtree(export_dir, ignore_errors=True)
+                shutil.copytree(Path(d) / "hf", export_dir)
+    if (run_dir / "metrics.jsonl").exists():
+        plot_metrics(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    error = repr(result.error) if result.error else None
+    return SFTResult(run_dir, export_dir, result.checkpoint.path if result.checkpoint else None,
+                     dict(result.metrics or {}), stats, total, error)

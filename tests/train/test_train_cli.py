@@ -1,0 +1,50 @@
+"""`mnemoray train` commands: bad input gives one-line errors (exit 2); convert and demo-data write files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mnemoray.cli.main import app
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def test_sft_rejects_bad_config_before_starting_anything(tmp_path: Path):
+    res = runner.invoke(app, ["train", "sft", "--config", "configs/train/sft_local.yaml", "--out", str(tmp_path),
+                              "deepspeed.zero_stage=5"])
+    assert res.exit_code == 2
+    assert "deepspeed.zero_stage" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["train", "sft", "--config", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2 and "no such config file" in res.output
+    res = runner.invoke(app, ["train", "sft", "--config", "configs/train/sft_local.yaml", "not-an-override"])
+    assert res.exit_code == 2 and "must look like key=value" in res.output
+
+
+def test_sft_missing_data_file_is_a_one_line_error(tmp_path: Path, tiny_cache: Path):
+    data = tmp_path / "ok.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    res = runner.invoke(app, ["train", "sft", "--config", "configs/train/sft_local.yaml", "--out", str(tmp_path),
+                              f"model.tiny_cache_dir={tiny_cache}",
+                              f"data.train=[{{path: {tmp_path / 'missing.jsonl'}}}]"])
+    assert res.exit_code == 2, res.output
+    assert "missing.jsonl: no such data file" in res.output
+    res = runner.invoke(app, ["train", "sft", "--config", "configs/train/sft_local.yaml", "--out", str(tmp_path),
+                              "model.tiny=null", f"model.path={tmp_path}", f"data.train=[{{path: {data}}}]"])
+    assert res.exit_code == 2 and "not a Hugging Face checkpoint folder" in res.output
+
+
+def test_demo_data_and_convert_to_llamafactory(tmp_path: Path):
+    data = tmp_path / "copy.jsonl"
+    res = runner.invoke(app, ["train", "demo-data", "--out", str(data), "--n", "5"])
+    assert res.exit_code == 0 and len(data.read_text().splitlines()) == 5
+    with data.open("a") as fh:
+        fh.write("{broken\n")
+    res = runner.invoke(app, ["train", "convert", str(data), "--out", str(tmp_path / "lf")])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["samples"] == 5 and summary["rejected"]["by_reason"] == {"invalid JSON": 1}
+    assert len(json.loads((tmp_path / "lf" / "mnemoray_sft.json").read_text())) == 5
+    res = runner.invoke(app, ["train", "convert", str(data), "--out", str(tmp_path / "lf"), "--format", "csv"])
+    assert res.exit_code == 2 and "unknown --format 'csv'" in res.output
