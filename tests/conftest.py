@@ -22,6 +22,27 @@ def data_root() -> Path:
     return DATA
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared 2-core box: extra torch threads only spin against each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-model cache folder, filled once (the way `tiny:` configs use it)."""
+    from mnemoray.llm.tiny import ensure_tiny
+
+    cache = tmp_path_factory.mktemp("tiny-cache")
+    ensure_tiny(cache, arch="qwen2", seed=0)
+    return cache
+
+
 @pytest.fixture(scope="session")
 def embedder():
     from mnemoray.index.embedder import Embedder

@@ -8,29 +8,12 @@ import pytest
 import torch
 
 from mnemoray.llm.hf_engine import HFEngine
-from mnemoray.llm.tiny import ensure_tiny, init_tiny
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny matmuls on a shared 2-core box: extra threads only spin against each other.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from mnemoray.llm.tiny import init_tiny
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return init_tiny(tmp_path_factory.mktemp("tiny") / "qwen2-seed0", arch="qwen2", seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny-model cache folder, filled once (the way `tiny:` configs use it)."""
-    cache = tmp_path_factory.mktemp("tiny-cache")
-    ensure_tiny(cache, arch="qwen2", seed=0)
-    return cache
 
 
 @pytest.fixture(scope="session")

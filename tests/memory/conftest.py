@@ -7,17 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import torch
 
 from mnemoray.llm.types import ChatRequest, ChatResult, Usage
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class ScriptedEngine:

@@ -6,7 +6,7 @@ import json
 
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.dualmem import DualMemMemory, apply_extraction
-from mnemoray.memory.ops import ItemStore, Provenance
+from mnemoray.memory.ops import Provenance
 from mnemoray.records import Persona, Session, Turn
 
 PROV = Provenance("h:S1", ("D1:1", "D1:2"), "1 May 2023")

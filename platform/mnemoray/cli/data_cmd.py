@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mnemoray.cli.common import fail, friendly_errors
-from mnemoray.loaders import DATASETS, DatasetError, iter_dataset
+from mnemoray.loaders import DATASETS, load_dataset
 
 app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
 
@@ -24,14 +24,9 @@ def validate(
     """Load every record; print counts, or the first error (exit 2)."""
     if dataset not in DATASETS:
         fail(f"unknown dataset '{dataset}'; choose one of {sorted(DATASETS)}")
+    samples, errors = load_dataset(dataset, data, skip_invalid)
     table = Table("history", "sessions", "turns", "queries")
-    errors: list[DatasetError] = []
-    for entry in iter_dataset(dataset, data):
-        if isinstance(entry, DatasetError):
-            if not skip_invalid:
-                raise entry
-            errors.append(entry)
-            continue
+    for entry in samples:
         h = entry.history
         table.add_row(h.id, str(len(h.sessions)), str(sum(len(s.turns) for s in h.sessions)), str(len(entry.queries)))
     console = Console()

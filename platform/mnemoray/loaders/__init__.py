@@ -47,8 +47,9 @@ def iter_dataset(name: str, path: str | Path) -> Iterator[EvalSample | DatasetEr
         yield from DATASETS[name](file)
 
 
-def load_dataset(name: str, path: str | Path, skip_invalid: bool = False) -> tuple[list[EvalSample], list[DatasetError]]:
-    """All samples, raising the first DatasetError unless `skip_invalid`."""
+def load_dataset(name: str, path: str | Path, skip_invalid: bool = False, limit: int | None = None,
+                 where: Callable[[EvalSample], bool] | None = None) -> tuple[list[EvalSample], list[DatasetError]]:
+    """Samples (the first `limit` that pass `where`), raising the first DatasetError unless `skip_invalid`."""
     samples: list[EvalSample] = []
     errors: list[DatasetError] = []
     for entry in iter_dataset(name, path):
@@ -56,8 +57,10 @@ def load_dataset(name: str, path: str | Path, skip_invalid: bool = False) -> tup
             if not skip_invalid:
                 raise entry
             errors.append(entry)
-        else:
+        elif where is None or where(entry):
             samples.append(entry)
+            if limit and len(samples) >= limit:
+                break
     return samples, errors
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
-from mnemoray.memory.llm_calls import CallSpec, MemoryModel
+from mnemoray.memory.llm_calls import CallSpec, LLMMemoryFramework
 from mnemoray.memory.ops import ItemStore, OpError, Provenance, _union, normalize_text, widen
 from mnemoray.memory.prompts import fit, load_prompt
-from mnemoray.memory.ranking import EmbeddingCache, rank_items
+from mnemoray.memory.ranking import rank_items
 from mnemoray.memory.trajectory import TrajectoryLog
 from mnemoray.memory.transcript import chunk_turns, persona_text, transcript
 from mnemoray.records import MemoryItem, MemoryOp, Persona, RetrievedItem, Session
@@ -96,24 +96,15 @@ def apply_extraction(facts: ItemStore, insights: ItemStore, value: Any, prov: Pr
     return ops, errors
 
 
-class DualMemMemory(MemoryFramework):
+class DualMemMemory(LLMMemoryFramework, MemoryFramework):
     name = "dualmem"
 
     def __init__(self, config: MemoryConfig, engine=None, embedder=None, log: TrajectoryLog | None = None,
                  max_retries: int = 2):
-        self.config = config
-        self.settings = config.dualmem
-        self.log = log or TrajectoryLog(self.name)
-        self.model = MemoryModel(engine, config.llm_call, self.log, max_retries)
-        if embedder is None:
-            from mnemoray.index.embedder import Embedder
-
-            idx = config.index
-            embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
-        self.cache = EmbeddingCache(embedder)
+        super().__init__(config, engine, embedder, log, max_retries)
+        self.cache = self.embedding_cache()
         self.facts = ItemStore("fact")
         self.insights = ItemStore("insight")
-        self.op_errors: list[str] = []
 
     def __len__(self) -> int:
         return len(self.facts) + len(self.insights)

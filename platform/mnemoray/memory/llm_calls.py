@@ -92,3 +92,33 @@ class MemoryModel:
             )
             outcomes.append(CallOutcome(parsed=parsed, error=error, raw=result.text))
         return outcomes
+
+
+class LLMMemoryFramework:
+    """Shared set-up of the frameworks whose memory a model writes: settings, log, model calls.
+
+    Mixed in before `MemoryFramework`; the settings section of `MemoryConfig` is the one
+    named like the framework (`config.dualmem`, `config.membuilder`, …).
+    """
+
+    name: str
+
+    def __init__(self, config, engine=None, embedder=None, log: TrajectoryLog | None = None, max_retries: int = 2):
+        self.config = config
+        self.settings = getattr(config, self.name)
+        self.log = log or TrajectoryLog(self.name)
+        self.model = MemoryModel(engine, config.llm_call, self.log, max_retries)
+        self.op_errors: list[str] = []
+        self._embedder = embedder
+
+    def embedding_cache(self):
+        """Embeddings of memory texts, with the configured (or given) sentence encoder."""
+        from mnemoray.memory.ranking import EmbeddingCache
+
+        embedder = self._embedder
+        if embedder is None:
+            from mnemoray.index.embedder import Embedder
+
+            idx = self.config.index
+            embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
+        return EmbeddingCache(embedder)

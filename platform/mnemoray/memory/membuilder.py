@@ -15,11 +15,11 @@ from typing import Any
 
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
-from mnemoray.memory.llm_calls import CallSpec, MemoryModel
+from mnemoray.memory.llm_calls import CallSpec, LLMMemoryFramework
 from mnemoray.memory.ops import (CoreBlock, CoreOp, ItemStore, OpError, Provenance, apply_store_ops, fit_core,
                                  parse_core_ops, parse_store_ops)
 from mnemoray.memory.prompts import fit, load_prompt
-from mnemoray.memory.ranking import EmbeddingCache, rank_items
+from mnemoray.memory.ranking import rank_items
 from mnemoray.memory.trajectory import TrajectoryLog
 from mnemoray.memory.transcript import spoken_turns, transcript
 from mnemoray.records import MemoryItem, MemoryOp, Persona, RetrievedItem, Session
@@ -32,24 +32,15 @@ STORES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class MemBuilderMemory(MemoryFramework):
+class MemBuilderMemory(LLMMemoryFramework, MemoryFramework):
     name = "membuilder"
 
     def __init__(self, config: MemoryConfig, engine=None, embedder=None, log: TrajectoryLog | None = None,
                  max_retries: int = 2):
-        self.config = config
-        self.settings = config.membuilder
-        self.log = log or TrajectoryLog(self.name)
-        self.model = MemoryModel(engine, config.llm_call, self.log, max_retries)
-        if embedder is None:
-            from mnemoray.index.embedder import Embedder
-
-            idx = config.index
-            embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
-        self.cache = EmbeddingCache(embedder)
+        super().__init__(config, engine, embedder, log, max_retries)
+        self.cache = self.embedding_cache()
         self.core = CoreBlock()
         self.stores = {kind: ItemStore(kind) for kind in STORES}
-        self.op_errors: list[str] = []
 
     def __len__(self) -> int:
         return (1 if self.core.text else 0) + sum(len(s) for s in self.stores.values())

@@ -12,7 +12,7 @@ from typing import Any
 
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
-from mnemoray.memory.llm_calls import CallSpec, MemoryModel
+from mnemoray.memory.llm_calls import CallSpec, LLMMemoryFramework
 from mnemoray.memory.ops import CoreBlock, CoreOp, Provenance
 from mnemoray.memory.prompts import load_prompt
 from mnemoray.memory.trajectory import TrajectoryLog
@@ -20,15 +20,12 @@ from mnemoray.memory.transcript import chunk_turns, transcript
 from mnemoray.records import MemoryItem, MemoryOp, Persona, RetrievedItem, Session
 
 
-class SummaryMemory(MemoryFramework):
+class SummaryMemory(LLMMemoryFramework, MemoryFramework):
     name = "summary"
 
     def __init__(self, config: MemoryConfig, engine=None, embedder=None, log: TrajectoryLog | None = None,
                  max_retries: int = 2):
-        self.config = config
-        self.settings = config.summary
-        self.log = log or TrajectoryLog(self.name)
-        self.model = MemoryModel(engine, config.llm_call, self.log, max_retries)
+        super().__init__(config, engine, embedder, log, max_retries)
         self.block = CoreBlock()  # a single overwritten text with provenance
 
     def __len__(self) -> int:

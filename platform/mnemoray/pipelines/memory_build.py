@@ -18,7 +18,7 @@ from rich.console import Console
 
 from mnemoray.config import MemoryBuildConfig, MemoryConfig
 from mnemoray.ids import stable_id
-from mnemoray.loaders import DatasetError, iter_dataset
+from mnemoray.loaders import DatasetError, load_dataset
 from mnemoray.memory.bank import write_bank
 from mnemoray.memory.trajectory import read_jsonl, write_jsonl
 from mnemoray.pipelines.ray_runtime import ray_session
@@ -63,18 +63,8 @@ class MemoryBuildActor:
 
 
 def collect_histories(cfg: MemoryBuildConfig) -> tuple[list[History], list[DatasetError]]:
-    histories: list[History] = []
-    errors: list[DatasetError] = []
-    for entry in iter_dataset(cfg.dataset, cfg.data):
-        if isinstance(entry, DatasetError):
-            if not cfg.skip_invalid:
-                raise entry
-            errors.append(entry)
-            continue
-        histories.append(entry.history)
-        if cfg.limit and len(histories) >= cfg.limit:
-            break
-    return histories, errors
+    samples, errors = load_dataset(cfg.dataset, cfg.data, cfg.skip_invalid, cfg.limit)
+    return [s.history for s in samples], errors
 
 
 def _write_history(out: Path, result: dict[str, Any]) -> None:

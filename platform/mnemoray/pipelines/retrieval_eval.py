@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mnemoray.config import ConfigError, MemoryConfig, RetrievalEvalConfig
 from mnemoray.eval.report import PerQueryWriter, summarize, write_report
 from mnemoray.eval.retrieval import evaluate_sample
-from mnemoray.loaders import DatasetError, iter_dataset
+from mnemoray.loaders import DatasetError, load_dataset
 from mnemoray.pipelines.ray_runtime import ray_session
 from mnemoray.records import EvalSample
 
@@ -71,19 +71,7 @@ def check_memory_source(cfg: RetrievalEvalConfig) -> None:
 
 def collect_samples(cfg: RetrievalEvalConfig) -> tuple[list[EvalSample], list[DatasetError]]:
     """Load (streaming) and validate every record before any Ray work starts."""
-    samples: list[EvalSample] = []
-    errors: list[DatasetError] = []
-    for entry in iter_dataset(cfg.dataset, cfg.data):
-        if isinstance(entry, DatasetError):
-            if not cfg.skip_invalid:
-                raise entry
-            errors.append(entry)
-            continue
-        if entry.queries:
-            samples.append(entry)
-        if cfg.limit and len(samples) >= cfg.limit:
-            break
-    return samples, errors
+    return load_dataset(cfg.dataset, cfg.data, cfg.skip_invalid, cfg.limit, where=lambda s: bool(s.queries))
 
 
 def run_retrieval_eval(cfg: RetrievalEvalConfig, console: Console | None = None) -> dict[str, Any]:
