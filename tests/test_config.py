@@ -31,3 +31,29 @@ def test_shipped_suite_config_loads_and_points_at_shared_data(data_root):
     assert {r.dataset for r in cfg.runs} == {"locomo", "realmem"}
     for run in cfg.runs:
         assert run.data.exists(), run.data
+
+
+def test_shipped_llm_configs_validate():
+    from mnemoray.config import REPO_ROOT
+    from mnemoray.llm.config import load_engine_config
+
+    engines = {p.name: load_engine_config(p, []).engine for p in sorted((REPO_ROOT / "configs/llm").glob("*.yaml"))}
+    assert engines == {"openai_local.yaml": "openai", "tiny_local.yaml": "hf", "vllm_cluster.yaml": "vllm"}
+
+
+def test_serve_config_files_build_the_app(tiny_cache):
+    import yaml
+    from ray.serve import Application
+
+    from mnemoray.config import REPO_ROOT
+    from mnemoray.llm.tiny import ensure_tiny
+    from mnemoray.serving.llm_app import app_builder
+
+    spec = yaml.safe_load((REPO_ROOT / "serve/llm_local.yaml").read_text())["applications"][0]
+    assert spec["import_path"] == "mnemoray.serving.llm_app:app_builder"
+    args = spec["args"] | {"model": str(ensure_tiny(tiny_cache, arch="qwen2", seed=0))}
+    assert isinstance(app_builder(args), Application)
+    with pytest.raises(ValueError, match="unknown LLM app args"):
+        app_builder(args | {"modle": "x"})
+    cluster = yaml.safe_load((REPO_ROOT / "serve/llm_cluster.yaml").read_text())["applications"][0]["args"]
+    assert cluster["engine"] == "vllm" and set(cluster) <= set(args) | {"num_replicas", "engine_kwargs"}

@@ -119,6 +119,7 @@ def test_two_workers_learn_export_and_resume(ray_local, tmp_path: Path, tiny_cac
                       params=SamplingParams(max_tokens=8))
     out = engine.generate([req])[0]
     assert out.error is None and out.usage.completion_tokens > 0
+    _generates_through_serve(export, req)
 
     # a rerun with the same name resumes from the latest checkpoint instead of starting over
     more = run_sft(_cfg(tmp_path, tiny_cache, data_file, "learn", "schedule.max_steps=32"))
@@ -193,3 +194,24 @@ def test_zero3_with_packing_exports_the_trained_weights(ray_local, tmp_path: Pat
                            labels=batch["labels"]).loss)
     # the exported model scores like the model at the end of training (random weights score ~7.4)
     assert abs(loss - final_eval["eval_loss"]) < 0.5, (loss, final_eval)
+
+
+def _generates_through_serve(export: Path, req: ChatRequest) -> None:
+    """The export behind the OpenAI-compatible Serve endpoint, called with OpenAIEngine."""
+    import socket
+
+    from ray import serve
+
+    from mnemoray.llm.openai_engine import OpenAIEngine
+    from mnemoray.serving.llm_app import LLMAppConfig, run_llm_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = run_llm_app(LLMAppConfig(model=str(export), model_id="sft-export"), port=port)
+    try:
+        with OpenAIEngine(model="sft-export", base_url=url, max_retries=1) as client:
+            served = client.generate([req])[0]
+        assert served.error is None and served.usage.completion_tokens > 0
+    finally:
+        serve.shutdown()

@@ -113,10 +113,15 @@ def generate(
         fail(f"cannot start the {cfg.engine} engine: {err}")
     out.parent.mkdir(parents=True, exist_ok=True)
     ok = 0
-    with out.open("w", encoding="utf-8") as fh:
-        for start in range(0, len(requests), chunk):
-            for result in generate_structured(eng, requests[start : start + chunk], cfg.structured_retries):
-                ok += result.ok
-                fh.write(_line(result) + "\n")
-            fh.flush()
+    try:
+        with out.open("w", encoding="utf-8") as fh:
+            for start in range(0, len(requests), chunk):
+                for result in generate_structured(eng, requests[start : start + chunk], cfg.structured_retries):
+                    ok += result.ok
+                    fh.write(_line(result) + "\n")
+                fh.flush()
+    finally:
+        close = getattr(eng, "close", None)
+        if callable(close):
+            close()  # release pooled connections (openai) before the process exits
     typer.echo(f"{len(requests)} requests: {ok} ok, {len(requests) - ok} failed -> {out}")

@@ -176,3 +176,12 @@ def run_llm_app(cfg: LLMAppConfig, port: int = 8000, host: str = "127.0.0.1", na
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_llm_app(cfg), name=name, route_prefix=route_prefix)
     return f"http://{host}:{port}{route_prefix.rstrip('/')}/v1"
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """Entry for `serve run` / `serve deploy` config files (see serve/llm_local.yaml):
+    Serve passes the application's `args` mapping here."""
+    unknown = set(args) - set(LLMAppConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown LLM app args {sorted(unknown)}; allowed: {sorted(LLMAppConfig.__dataclass_fields__)}")
+    return build_llm_app(LLMAppConfig(**args))
