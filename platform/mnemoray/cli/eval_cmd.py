@@ -104,3 +104,43 @@ def compare(dirs: list[Path] = typer.Argument(..., help="run folders containing 
     from mnemoray.eval.compare import print_comparison
 
     print_comparison(dirs)
+
+
+@app.command("qa")
+@friendly_errors
+def qa(
+    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval or perltqa"),
+    data: Path = typer.Option(None, help="a dataset file or a folder of files"),
+    memory: str = typer.Option(None, help="rag-dense, rag-bm25, rag-hybrid, or an LLM framework with --memory-bank"),
+    memory_bank: Path = typer.Option(None, "--memory-bank", help="a folder written by `mnemoray memory build`"),
+    answerer: Path = typer.Option(None, help="LLM engine config answering the questions"),
+    judge: Path = typer.Option(None, help="LLM engine config judging the answers"),
+    k: int = typer.Option(None, "--k", help="memory items retrieved per question (default 10)"),
+    limit: int = typer.Option(None, help="evaluate only the first N histories"),
+    max_queries: int = typer.Option(None, "--max-queries", help="only the first N answerable questions per history"),
+    out: Path = typer.Option(None, help="output folder (metrics.json, per_query.jsonl, report.md)"),
+    config: Path = typer.Option(None, help="YAML config; options given here override it"),
+    address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
+    overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. ray.workers=1"),
+) -> None:
+    """Answer questions from retrieved memory with an LLM; judge (lenient + strict), F1, BLEU-1."""
+    from mnemoray.pipelines.qa_eval import QAEvalConfig, run_qa_eval
+
+    flat = {"dataset": dataset, "data": data, "memory_bank": memory_bank, "answerer": answerer, "judge": judge,
+            "k": k, "limit": limit, "max_queries": max_queries, "out": out}
+    base = {key: str(v) if isinstance(v, Path) else v for key, v in flat.items() if v is not None}
+    extra = list(overrides or [])
+    if memory:
+        extra.append(f"memory.name={memory}")
+    if address:
+        extra.append(f"ray.address={address}")
+    if skip_invalid:
+        extra.append("skip_invalid=true")
+    cfg = load_config(QAEvalConfig, config, extra, base=base)
+    summary = run_qa_eval(cfg)
+    m, f = summary["metrics"], summary["failures"]
+    shown = ", ".join(f"{key} {'n/a' if v is None else f'{v:.3f}'}" for key, v in m.items())
+    typer.echo(f"{summary['n_queries']} questions: {shown}; answer failures {f['answer']}, "
+               f"judge failures {f['judge_failures']}")
+    typer.echo(f"outputs in {cfg.out}/ (metrics.json, per_query.jsonl, report.md)")
