@@ -62,35 +62,20 @@ class QAActor:
             torch.set_num_threads(torch_threads)
         from mnemoray.llm.config import EngineConfig, build_engine
 
-        self.config = MemoryConfig.model_validate(memory)
-        self.memory_bank = memory_bank
+        from mnemoray.memory.source import MemorySource
+
+        self.source = MemorySource(MemoryConfig.model_validate(memory), memory_bank)
         a_cfg, j_cfg = EngineConfig.model_validate(answerer), EngineConfig.model_validate(judge)
         self.answerer = build_engine(a_cfg)
         self.judge = self.answerer if answerer == judge else build_engine(j_cfg)
         self.settings = QASettings(**settings)
-        self.embedder = None
-        idx = self.config.index
-        if memory_bank or self.config.name in ("rag-dense", "rag-hybrid"):
-            from mnemoray.index.embedder import Embedder
-
-            self.embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
-
-    def _factory(self, history_id: str):
-        if self.memory_bank:
-            from mnemoray.memory.bank import BankMemory, read_bank
-
-            items = read_bank(Path(self.memory_bank), history_id)
-            return lambda: BankMemory(items, self.embedder)
-        from mnemoray.memory import build_memory
-
-        return lambda: build_memory(self.config, embedder=self.embedder)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         ids, rows = [], []
         for raw in batch["sample"]:
             sample = EvalSample.model_validate_json(raw)
             ids.append(sample.history.id)
-            out = evaluate_qa_sample(sample, self._factory(sample.history.id), self.answerer, self.judge, self.settings)
+            out = evaluate_qa_sample(sample, self.source.factory(sample.history.id), self.answerer, self.judge, self.settings)
             rows.append(json.dumps(out, ensure_ascii=False))
         return {"history_id": ids, "rows": rows}
 

@@ -25,33 +25,18 @@ class HistoryEvaluator:
     """Ray Data actor: evaluates whole histories with one memory config."""
 
     def __init__(self, memory: dict[str, Any], ks: list[int], overfetch: int = 5, memory_bank: str | None = None):
-        from mnemoray.index.embedder import Embedder
+        from mnemoray.memory.source import MemorySource
 
-        self.config = MemoryConfig.model_validate(memory)
+        self.source = MemorySource(MemoryConfig.model_validate(memory), memory_bank)
         self.ks = ks
         self.overfetch = overfetch
-        self.memory_bank = memory_bank
-        idx = self.config.index
-        self.embedder = None
-        if memory_bank or self.config.name in ("rag-dense", "rag-hybrid"):
-            self.embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
-
-    def _factory(self, history_id: str):
-        if self.memory_bank:
-            from mnemoray.memory.bank import BankMemory, read_bank
-
-            items = read_bank(Path(self.memory_bank), history_id)
-            return lambda: BankMemory(items, self.embedder)
-        from mnemoray.memory import build_memory
-
-        return lambda: build_memory(self.config, embedder=self.embedder)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         ids, rows = [], []
         for raw in batch["sample"]:
             sample = EvalSample.model_validate_json(raw)
             ids.append(sample.history.id)
-            make = self._factory(sample.history.id)
+            make = self.source.factory(sample.history.id)
             rows.append(json.dumps(evaluate_sample(sample, make, self.ks, self.overfetch), ensure_ascii=False))
         return {"history_id": ids, "rows": rows}
 
