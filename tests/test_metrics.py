@@ -41,3 +41,22 @@ def test_mean_metrics():
     rows = [{"recall_any@5": 1.0}, {"recall_any@5": 0.0}, {"recall_any@5": 1.0}]
     assert mean_metrics(rows)["recall_any@5"] == pytest.approx(2 / 3)
     assert mean_metrics([]) == {}
+
+
+def test_compare_shows_retrieval_and_qa_runs_side_by_side(tmp_path):
+    import json
+
+    from mnemoray.eval.compare import load_runs, markdown_table
+
+    runs = {"r": {"dataset": "locomo", "memory": "rag-bm25", "n_queries": 3, "metrics": {"recall_any@10": 0.5}},
+            "q": {"dataset": "locomo", "memory": "rag-bm25", "n_queries": 2,
+                  "metrics": {"accuracy_lenient": 0.25, "f1": 0.1}}}
+    for name, m in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(m))
+    table = markdown_table(load_runs([tmp_path / "r", tmp_path / "q"]))
+    header = table.splitlines()[0]
+    assert "recall_any@10" in header and "accuracy_lenient" in header and "f1" in header
+    assert "| 0.250 |" in table and "| 0.500 |" in table
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        load_runs([tmp_path])

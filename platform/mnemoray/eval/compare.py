@@ -22,9 +22,16 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
     return runs
 
 
-def comparison_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_COLUMNS) -> Table:
+def _columns(runs: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
+    """The preferred retrieval columns that runs have, then any other metric (e.g. QA accuracy)."""
     present = [c for c in columns if any(c in r["metrics"] for r in runs)]
-    table = Table(title="Retrieval evaluation (k = distinct evidence units)", show_lines=False)
+    others = [m for r in runs for m in r["metrics"] if m not in present and not m.startswith(("recall", "ndcg"))]
+    return present + list(dict.fromkeys(others))
+
+
+def comparison_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_COLUMNS) -> Table:
+    present = _columns(runs, columns)
+    table = Table(title="Evaluation runs side by side (retrieval k = distinct evidence units)", show_lines=False)
     for head in ("dataset", "memory", "queries", *present):
         table.add_column(head, justify="right" if head not in ("dataset", "memory") else "left", no_wrap=True)
     for r in sorted(runs, key=lambda x: (x["dataset"], x["memory"])):
@@ -39,7 +46,7 @@ def comparison_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFA
 
 
 def markdown_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_COLUMNS) -> str:
-    present = [c for c in columns if any(c in r["metrics"] for r in runs)]
+    present = _columns(runs, columns)
     lines = ["| dataset | memory | queries | " + " | ".join(present) + " |",
              "| --- | --- | ---: | " + " | ".join("---:" for _ in present) + " |"]
     for r in sorted(runs, key=lambda x: (x["dataset"], x["memory"])):
