@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -43,18 +44,13 @@ def load_prompt(framework: str, name: str) -> PromptSpec:
     return PromptSpec(framework, name, system, Template(user), schema)
 
 
-def clamp_schema(schema: dict[str, Any], max_chars: int, max_items: int) -> dict[str, Any]:
-    """A copy with every maxLength ≤ max_chars and every maxItems ≤ max_items (minima kept valid)."""
+def _edit_schema(schema: dict[str, Any], edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """A deep copy of `schema` with `edit` applied to every object node, outermost first."""
     out = copy.deepcopy(schema)
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if node.get("type") == "string":
-                node["maxLength"] = min(node.get("maxLength", max_chars), max_chars)
-                if node.get("minLength", 0) > node["maxLength"]:
-                    node["minLength"] = node["maxLength"]
-            if node.get("type") == "array":
-                node["maxItems"] = max(min(node.get("maxItems", max_items), max_items), node.get("minItems", 0))
+            edit(node)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -63,6 +59,20 @@ def clamp_schema(schema: dict[str, Any], max_chars: int, max_items: int) -> dict
 
     walk(out)
     return out
+
+
+def clamp_schema(schema: dict[str, Any], max_chars: int, max_items: int) -> dict[str, Any]:
+    """A copy with every maxLength ≤ max_chars and every maxItems ≤ max_items (minima kept valid)."""
+
+    def clamp(node: dict[str, Any]) -> None:
+        if node.get("type") == "string":
+            node["maxLength"] = min(node.get("maxLength", max_chars), max_chars)
+            if node.get("minLength", 0) > node["maxLength"]:
+                node["minLength"] = node["maxLength"]
+        if node.get("type") == "array":
+            node["maxItems"] = max(min(node.get("maxItems", max_items), max_items), node.get("minItems", 0))
+
+    return _edit_schema(schema, clamp)
 
 
 def fit(text: str, budget: int, marker: str = "[... earlier part left out ...]\n") -> str:
@@ -79,24 +89,16 @@ def restrict_ids(schema: dict[str, Any], key: str, allowed: list[str]) -> dict[s
 
     Sent per call, so constrained decoding cannot invent ids; the op parser still checks them.
     """
-    out = copy.deepcopy(schema)
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            props = node.get("properties")
-            if isinstance(props, dict) and isinstance(props.get(key), dict) and props[key].get("type") == "array":
-                arr = props[key]
-                if allowed:
-                    arr["items"] = {"enum": list(allowed)}
-                else:
-                    arr["items"] = {"type": "string"}
-                    arr["maxItems"] = 0
-                    arr.pop("minItems", None)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
+    def restrict(node: dict[str, Any]) -> None:
+        props = node.get("properties")
+        if isinstance(props, dict) and isinstance(props.get(key), dict) and props[key].get("type") == "array":
+            arr = props[key]
+            if allowed:
+                arr["items"] = {"enum": list(allowed)}
+            else:
+                arr["items"] = {"type": "string"}
+                arr["maxItems"] = 0
+                arr.pop("minItems", None)
 
-    walk(out)
-    return out
+    return _edit_schema(schema, restrict)
