@@ -57,3 +57,17 @@ def test_serve_config_files_build_the_app(tiny_cache):
         app_builder(args | {"modle": "x"})
     cluster = yaml.safe_load((REPO_ROOT / "serve/llm_cluster.yaml").read_text())["applications"][0]["args"]
     assert cluster["engine"] == "vllm" and set(cluster) <= set(args) | {"num_replicas", "engine_kwargs"}
+
+
+def test_command_line_flags_win_over_the_config_file(tmp_path):
+    from mnemoray.cli.common import flag_overrides
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("dataset: realmem\ndata: /somewhere\nks: [1]\nmemory: {name: rag-dense}\n")
+    odd_path = tmp_path / "a: b" / "yes"
+    flags = flag_overrides({"dataset": "locomo", "data": odd_path, "ks": [5, 10], "memory.name": "rag-bm25",
+                            "limit": None, "skip_invalid": True})
+    cfg = load_config(RetrievalEvalConfig, cfg_file, flags)
+    assert cfg.dataset == "locomo" and cfg.data == odd_path  # quoted: YAML keeps it a string
+    assert cfg.ks == [5, 10] and cfg.memory.name == "rag-bm25" and cfg.skip_invalid is True
+    assert cfg.limit is None  # flags not given leave the file's (or default) value

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from mnemoray.config import load_config
+from mnemoray.llm.types import ChatRequest
 from mnemoray.train.config import SFTConfig
 from mnemoray.train.demo import copy_task
 from mnemoray.train.plot import read_metrics

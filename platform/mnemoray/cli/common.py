@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -34,3 +36,23 @@ def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
+
+
+def flag_overrides(flags: dict[str, Any]) -> list[str]:
+    """Command-line flags as `key=value` config overrides (given flags only).
+
+    Overrides are applied after the config file, so a flag always wins over the file.
+    Strings and paths are JSON-quoted so YAML parsing keeps them strings.
+    """
+    out = []
+    for key, value in flags.items():
+        if value is None or value is False:
+            continue
+        if isinstance(value, (str, Path)):
+            value = json.dumps(str(value))
+        elif isinstance(value, (list, tuple)):
+            value = json.dumps(list(value))
+        elif value is True:
+            value = "true"
+        out.append(f"{key}={value}")
+    return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mnemoray.cli.common import friendly_errors
+from mnemoray.cli.common import flag_overrides, friendly_errors
 from mnemoray.config import RetrievalEvalConfig, RetrievalSuiteConfig, load_config
 
 app = typer.Typer(help="Evaluate memory frameworks.", no_args_is_help=True)
@@ -36,22 +36,12 @@ def retrieval(
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. memory.index.recency_weight=1"),
 ) -> None:
     """Score a memory framework's evidence retrieval on a public dataset."""
-    base: dict = {}
-    flat = {"dataset": dataset, "data": str(data) if data else None, "out": str(out) if out else None, "limit": limit,
-            "memory_bank": str(memory_bank) if memory_bank else None}
-    base.update({key: v for key, v in flat.items() if v is not None})
-    extra = list(overrides or [])
-    if memory:
-        extra.append(f"memory.name={memory}")
-    if chunking:
-        extra.append(f"memory.chunking={chunking}")
-    if k:
-        extra.append(f"ks=[{','.join(str(x) for x in _ks(k))}]")
-    if address:
-        extra.append(f"ray.address={address}")
-    if skip_invalid:
-        extra.append("skip_invalid=true")
-    cfg = load_config(RetrievalEvalConfig, config, extra, base=base)
+    extra = flag_overrides({
+        "dataset": dataset, "data": data, "out": out, "limit": limit, "memory_bank": memory_bank,
+        "memory.name": memory, "memory.chunking": chunking, "ks": _ks(k) if k else None,
+        "ray.address": address, "skip_invalid": skip_invalid,
+    }) + list(overrides or [])
+    cfg = load_config(RetrievalEvalConfig, config, extra)
     from mnemoray.pipelines.retrieval_eval import run_retrieval_eval
 
     summary = run_retrieval_eval(cfg)
@@ -127,17 +117,12 @@ def qa(
     """Answer questions from retrieved memory with an LLM; judge (lenient + strict), F1, BLEU-1."""
     from mnemoray.pipelines.qa_eval import QAEvalConfig, run_qa_eval
 
-    flat = {"dataset": dataset, "data": data, "memory_bank": memory_bank, "answerer": answerer, "judge": judge,
-            "k": k, "limit": limit, "max_queries": max_queries, "out": out}
-    base = {key: str(v) if isinstance(v, Path) else v for key, v in flat.items() if v is not None}
-    extra = list(overrides or [])
-    if memory:
-        extra.append(f"memory.name={memory}")
-    if address:
-        extra.append(f"ray.address={address}")
-    if skip_invalid:
-        extra.append("skip_invalid=true")
-    cfg = load_config(QAEvalConfig, config, extra, base=base)
+    extra = flag_overrides({
+        "dataset": dataset, "data": data, "memory_bank": memory_bank, "answerer": answerer, "judge": judge,
+        "k": k, "limit": limit, "max_queries": max_queries, "out": out, "memory.name": memory,
+        "ray.address": address, "skip_invalid": skip_invalid,
+    }) + list(overrides or [])
+    cfg = load_config(QAEvalConfig, config, extra)
     summary = run_qa_eval(cfg)
     m, f = summary["metrics"], summary["failures"]
     shown = ", ".join(f"{key} {'n/a' if v is None else f'{v:.3f}'}" for key, v in m.items())

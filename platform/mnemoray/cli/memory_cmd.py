@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mnemoray.cli.common import fail, friendly_errors
+from mnemoray.cli.common import flag_overrides, fail, friendly_errors
 from mnemoray.config import MemoryBuildConfig, load_config
 
 app = typer.Typer(help="Build memory with memory frameworks.", no_args_is_help=True)
@@ -28,17 +28,10 @@ def build(
     overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. memory.dualmem.chunk_turns=8"),
 ) -> None:
     """Build one memory bank per history with an LLM memory model; log every call."""
-    flat = {"dataset": dataset, "data": str(data) if data else None, "out": str(out) if out else None,
-            "llm": str(llm) if llm else None, "limit": limit, "max_sessions": sessions}
     # flags win over the config file, so they go in as overrides (applied after the file)
-    extra = [f"{key}={value}" for key, value in flat.items() if value is not None]
-    extra += list(overrides or [])
-    if framework:
-        extra.append(f"memory.name={framework}")
-    if address:
-        extra.append(f"ray.address={address}")
-    if workers:
-        extra.append(f"ray.workers={workers}")
+    extra = flag_overrides({"dataset": dataset, "data": data, "out": out, "llm": llm, "limit": limit,
+                            "max_sessions": sessions, "memory.name": framework, "ray.address": address,
+                            "ray.workers": workers}) + list(overrides or [])
     cfg = load_config(MemoryBuildConfig, config, extra)
     if not cfg.llm.exists():
         fail(f"{cfg.llm}: no such LLM engine config")

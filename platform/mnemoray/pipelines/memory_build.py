@@ -21,7 +21,7 @@ from mnemoray.ids import stable_id
 from mnemoray.loaders import DatasetError, load_dataset
 from mnemoray.memory.bank import write_bank
 from mnemoray.memory.trajectory import read_jsonl, write_jsonl
-from mnemoray.pipelines.ray_runtime import ray_session
+from mnemoray.pipelines.ray_runtime import map_one_per_task, ray_session
 from mnemoray.records import History
 
 
@@ -90,7 +90,6 @@ def _engine_payload(cfg: MemoryBuildConfig) -> dict[str, Any]:
 
 
 def run_memory_build(cfg: MemoryBuildConfig, console: Console | None = None) -> dict[str, Any]:
-    import ray
 
     console = console or Console(stderr=True)
     from mnemoray.memory import LLM_FRAMEWORKS
@@ -109,15 +108,11 @@ def run_memory_build(cfg: MemoryBuildConfig, console: Console | None = None) -> 
     if todo:
         engine = _engine_payload(cfg)
         with ray_session(cfg.ray):
-            ds = ray.data.from_items([{"history": h.model_dump_json()} for h in todo], override_num_blocks=len(todo))
-            ds = ds.map_batches(
-                MemoryBuildActor,
-                fn_constructor_kwargs={"memory": cfg.memory.model_dump(mode="json"), "engine": engine,
-                                       "max_sessions": cfg.max_sessions, "torch_threads": cfg.torch_threads},
-                batch_size=1,
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(cfg.ray.workers, len(todo))),
-                num_cpus=cfg.ray.cpus_per_worker,
-                num_gpus=cfg.ray.gpus_per_worker or None,
+            ds = map_one_per_task(
+                [{"history": h.model_dump_json()} for h in todo], MemoryBuildActor,
+                {"memory": cfg.memory.model_dump(mode="json"), "engine": engine,
+                 "max_sessions": cfg.max_sessions, "torch_threads": cfg.torch_threads},
+                cfg.ray,
             )
             for row in ds.iter_rows():
                 result = json.loads(row["result"])

@@ -19,7 +19,7 @@ from mnemoray.eval.qa import QASettings, evaluate_qa_sample, summarize_qa
 from mnemoray.eval.qa_metrics import stemmer_name
 from mnemoray.eval.report import PerQueryWriter
 from mnemoray.loaders import DatasetError, load_dataset
-from mnemoray.pipelines.ray_runtime import ray_session
+from mnemoray.pipelines.ray_runtime import map_one_per_task, ray_session
 from mnemoray.pipelines.retrieval_eval import check_memory_source
 from mnemoray.records import EvalSample
 
@@ -91,7 +91,6 @@ def _engine_payload(path: Path) -> tuple[dict[str, Any], int]:
 
 
 def run_qa_eval(cfg: QAEvalConfig, console: Console | None = None) -> dict[str, Any]:
-    import ray
 
     console = console or Console(stderr=True)
     check_memory_source(RetrievalEvalConfig(dataset=cfg.dataset, data=cfg.data, memory=cfg.memory,
@@ -109,17 +108,13 @@ def run_qa_eval(cfg: QAEvalConfig, console: Console | None = None) -> dict[str, 
     writer = PerQueryWriter(out / "per_query.jsonl")
     rows: list[dict[str, Any]] = []
     with ray_session(cfg.ray):
-        ds = ray.data.from_items([{"sample": s.model_dump_json()} for s in samples], override_num_blocks=len(samples))
-        ds = ds.map_batches(
-            QAActor,
-            fn_constructor_kwargs={"memory": cfg.memory.model_dump(mode="json"),
-                                   "memory_bank": str(cfg.memory_bank) if cfg.memory_bank else None,
-                                   "answerer": answerer, "judge": judge, "settings": settings.__dict__,
-                                   "torch_threads": cfg.torch_threads},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(cfg.ray.workers, len(samples))),
-            num_cpus=cfg.ray.cpus_per_worker,
-            num_gpus=cfg.ray.gpus_per_worker or None,
+        ds = map_one_per_task(
+            [{"sample": s.model_dump_json()} for s in samples], QAActor,
+            {"memory": cfg.memory.model_dump(mode="json"),
+             "memory_bank": str(cfg.memory_bank) if cfg.memory_bank else None,
+             "answerer": answerer, "judge": judge, "settings": settings.__dict__,
+             "torch_threads": cfg.torch_threads},
+            cfg.ray,
         )
         for row in ds.iter_rows():
             got = json.loads(row["rows"])

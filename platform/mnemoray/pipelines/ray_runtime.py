@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from typing import Any
 
 from mnemoray.config import RayConfig
 
@@ -46,3 +47,22 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+
+
+def map_one_per_task(rows: list[dict[str, Any]], actor: type, constructor_kwargs: dict[str, Any], cfg: RayConfig):
+    """A Ray Data pipeline with one row per task (a whole history) through a pool of `actor`s.
+
+    Actors keep heavy state (models, engines) across tasks; the pool never exceeds the
+    number of rows, and each actor gets the configured CPUs/GPUs.
+    """
+    import ray
+
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    return ds.map_batches(
+        actor,
+        fn_constructor_kwargs=constructor_kwargs,
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(cfg.workers, len(rows))),
+        num_cpus=cfg.cpus_per_worker,
+        num_gpus=cfg.gpus_per_worker or None,
+    )

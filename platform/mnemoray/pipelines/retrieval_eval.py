@@ -17,7 +17,7 @@ from mnemoray.config import ConfigError, MemoryConfig, RetrievalEvalConfig
 from mnemoray.eval.report import PerQueryWriter, summarize, write_report
 from mnemoray.eval.retrieval import evaluate_sample
 from mnemoray.loaders import DatasetError, load_dataset
-from mnemoray.pipelines.ray_runtime import ray_session
+from mnemoray.pipelines.ray_runtime import map_one_per_task, ray_session
 from mnemoray.records import EvalSample
 
 
@@ -60,7 +60,6 @@ def collect_samples(cfg: RetrievalEvalConfig) -> tuple[list[EvalSample], list[Da
 
 
 def run_retrieval_eval(cfg: RetrievalEvalConfig, console: Console | None = None) -> dict[str, Any]:
-    import ray
 
     console = console or Console(stderr=True)
     check_memory_source(cfg)
@@ -73,17 +72,11 @@ def run_retrieval_eval(cfg: RetrievalEvalConfig, console: Console | None = None)
     writer = PerQueryWriter(out / "per_query.jsonl")
     all_rows: list[dict[str, Any]] = []
     with ray_session(cfg.ray):
-        ds = ray.data.from_items(
-            [{"sample": s.model_dump_json()} for s in samples], override_num_blocks=len(samples)
-        )
-        ds = ds.map_batches(
-            HistoryEvaluator,
-            fn_constructor_kwargs={"memory": cfg.memory.model_dump(mode="json"), "ks": cfg.ks, "overfetch": cfg.overfetch,
-                                   "memory_bank": str(cfg.memory_bank) if cfg.memory_bank else None},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(cfg.ray.workers, len(samples))),
-            num_cpus=cfg.ray.cpus_per_worker,
-            num_gpus=cfg.ray.gpus_per_worker or None,
+        ds = map_one_per_task(
+            [{"sample": s.model_dump_json()} for s in samples], HistoryEvaluator,
+            {"memory": cfg.memory.model_dump(mode="json"), "ks": cfg.ks, "overfetch": cfg.overfetch,
+             "memory_bank": str(cfg.memory_bank) if cfg.memory_bank else None},
+            cfg.ray,
         )
         label = f"{cfg.memory.name} on {cfg.dataset}"
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
