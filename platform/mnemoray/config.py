@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 T = TypeVar("T", bound=BaseModel)
+DatasetName = Literal["locomo", "realmem", "longmemeval", "perltqa", "rolememo"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -85,7 +86,7 @@ class RayConfig(StrictModel):
 
 
 class RetrievalEvalConfig(StrictModel):
-    dataset: Literal["locomo", "realmem", "longmemeval", "perltqa"]
+    dataset: DatasetName
     data: Path
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20])
@@ -107,7 +108,7 @@ class RetrievalEvalConfig(StrictModel):
 class MemoryBuildConfig(StrictModel):
     """`mnemoray memory build`: one LLM-built memory per history, banks + trajectory log."""
 
-    dataset: Literal["locomo", "realmem", "longmemeval", "perltqa"]
+    dataset: DatasetName
     data: Path
     memory: MemoryConfig = Field(default_factory=lambda: MemoryConfig(name="dualmem"))
     llm: Path = Field(Path("configs/llm/tiny_local.yaml"), description="engine config of the memory model")
@@ -121,7 +122,7 @@ class MemoryBuildConfig(StrictModel):
 
 
 class SuiteRun(StrictModel):
-    dataset: Literal["locomo", "realmem", "longmemeval", "perltqa"]
+    dataset: DatasetName
     data: Path
     memory_overrides: list[str] = Field(
         default_factory=list, description="key=value settings of `memory` for this dataset only"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mnemoray.cli import data_cmd, eval_cmd, llm_cmd, memory_cmd, model_cmd, serve_cmd, train_cmd
+from mnemoray.cli import data_cmd, eval_cmd, llm_cmd, memory_cmd, model_cmd, serve_cmd, synth_cmd, train_cmd
 
 app = typer.Typer(
     name="mnemoray",
@@ -22,6 +22,7 @@ for _group, _name in (
     (serve_cmd, "serve"),
     (memory_cmd, "memory"),
     (train_cmd, "train"),
+    (synth_cmd, "synth"),
 ):
     app.add_typer(_group.app, name=_name)
 

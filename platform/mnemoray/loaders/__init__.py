@@ -15,6 +15,7 @@ from mnemoray.loaders.locomo import iter_locomo
 from mnemoray.loaders.longmemeval import iter_longmemeval
 from mnemoray.loaders.perltqa import iter_perltqa
 from mnemoray.loaders.realmem import iter_realmem
+from mnemoray.loaders.rolememo import iter_rolememo
 from mnemoray.records import EvalSample
 
 DATASETS: dict[str, Callable[[Path], Iterator[EvalSample | DatasetError]]] = {
@@ -22,6 +23,7 @@ DATASETS: dict[str, Callable[[Path], Iterator[EvalSample | DatasetError]]] = {
     "realmem": iter_realmem,
     "longmemeval": iter_longmemeval,
     "perltqa": iter_perltqa,
+    "rolememo": iter_rolememo,
 }
 
 
@@ -30,7 +32,7 @@ def dataset_files(name: str, path: Path) -> list[Path]:
     path = Path(path)
     if not path.exists():
         raise DatasetError(path, None, None, "no such file or folder")
-    if name == "perltqa" or path.is_file():
+    if name in ("perltqa", "rolememo") or path.is_file():
         return [path]
     files = sorted(p for p in path.rglob("*.json") if p.is_file())
     if name == "realmem":

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 from rich.console import Console
 
-from mnemoray.config import MemoryConfig, RayConfig, RetrievalEvalConfig, StrictModel
+from mnemoray.config import DatasetName, MemoryConfig, RayConfig, RetrievalEvalConfig, StrictModel
 from mnemoray.eval.qa import QASettings, evaluate_qa_sample, summarize_qa
 from mnemoray.eval.qa_metrics import stemmer_name
 from mnemoray.eval.report import PerQueryWriter
@@ -25,7 +25,7 @@ from mnemoray.records import EvalSample
 
 
 class QAEvalConfig(StrictModel):
-    dataset: Literal["locomo", "realmem", "longmemeval", "perltqa"]
+    dataset: DatasetName
     data: Path
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     memory_bank: Path | None = None
