@@ -58,6 +58,7 @@ class FaultConfig:
     rate_schema_violation: float = 0.0
     rate_bad_body: float = 0.0
     retry_after_ms: int | None = None  # sent with 429/503 so clients back off briefly
+    vary_strings: bool = False  # strings of schema answers: words drawn per request, not one fixed word
     seed: int = 0
     models: list[str] = field(default_factory=lambda: ["fault-model"])
 
@@ -104,10 +105,10 @@ class FaultCounters:
 
 
 @functools.lru_cache(maxsize=128)
-def _instance_json(schema_json: str) -> str:
-    """A valid instance as JSON text, cached per schema; raises UnsupportedSchema."""
+def _instance_json(schema_json: str, salt: str | None = None) -> str:
+    """A valid instance as JSON text (cached per schema and salt); raises UnsupportedSchema."""
     schema = json.loads(schema_json)
-    value = instance_for(schema)
+    value = instance_for(schema, salt)
     try:
         jsonschema.validate(value, schema)
     except jsonschema.ValidationError as err:
@@ -207,7 +208,8 @@ class _App:
         schema = _schema_of(body)
         if outcome == "ok" and schema is not None:
             try:
-                content = _instance_json(json.dumps(schema, sort_keys=True))
+                salt = json.dumps(messages, sort_keys=True) if cfg.vary_strings else None
+                content = _instance_json(json.dumps(schema, sort_keys=True), salt)
             except UnsupportedSchema as err:
                 self.counters.record("unsupported_schema", request_id)
                 return _error(400, f"fault server cannot build an instance: {err}")
@@ -316,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--rate-{kind}", type=float, default=0.0)
     parser.add_argument("--retry-after-ms", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vary-strings", action="store_true", help="answer schema strings with words drawn per request")
     parser.add_argument("--model", action="append", default=None, help="model id listed by /v1/models (repeatable)")
     args = parser.parse_args(argv)
     config = FaultConfig(
@@ -331,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         rate_bad_body=args.rate_bad_body,
         retry_after_ms=args.retry_after_ms,
         seed=args.seed,
+        vary_strings=args.vary_strings,
         models=args.model or ["fault-model"],
     )
     config.rates()  # fail fast on rates over 1

@@ -8,7 +8,9 @@ treat a schema it cannot satisfy (e.g. `pattern`) as unsupported.
 
 from __future__ import annotations
 
+import contextvars
 import math
+import random
 from typing import Any
 
 _FORMATS = {
@@ -22,14 +24,27 @@ _FORMATS = {
 }
 
 
+_SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+_WORDS = tuple(a + b for a in _SYLLABLES for b in _SYLLABLES)  # 4,900 distinct made-up words
+_RNG: contextvars.ContextVar[random.Random | None] = contextvars.ContextVar("instance_rng", default=None)
+
+
 class UnsupportedSchema(ValueError):
     """The schema uses a keyword this generator cannot satisfy."""
 
 
-def instance_for(schema: dict[str, Any] | bool) -> Any:
-    """Return a value valid under `schema` (deterministic: same schema, same value)."""
+def instance_for(schema: dict[str, Any] | bool, salt: str | None = None) -> Any:
+    """Return a value valid under `schema` (deterministic: same schema and salt, same value).
+
+    Without a salt every string is a fixed word; with one, strings are pseudo-random words
+    drawn from the salt, so different requests get different (meaningless) texts.
+    """
     root = schema if isinstance(schema, dict) else {}
-    return _gen(schema, root, depth=0)
+    token = _RNG.set(random.Random(salt) if salt is not None else None)
+    try:
+        return _gen(schema, root, depth=0)
+    finally:
+        _RNG.reset(token)
 
 
 def _resolve(ref: str, root: dict[str, Any]) -> Any:
@@ -134,10 +149,21 @@ def _array(schema: dict[str, Any], root: dict[str, Any], depth: int) -> list[Any
     return out
 
 
+def _words(rng: random.Random, low: int, high: float) -> str:
+    cap = int(min(high, 160))
+    want = max(low, rng.randint(max(1, cap // 2), max(1, cap)))
+    words: list[str] = []
+    while len(" ".join(words)) < want:
+        words.append(rng.choice(_WORDS))
+    return " ".join(words)
+
+
 def _string(schema: dict[str, Any], root: dict[str, Any], depth: int) -> str:
-    text = _FORMATS.get(schema.get("format", ""), "text")
     low = schema.get("minLength", 0)
     high = schema.get("maxLength", math.inf)
+    rng = _RNG.get()
+    fmt = schema.get("format", "")
+    text = _words(rng, low, high) if rng is not None and fmt not in _FORMATS else _FORMATS.get(fmt, "text")
     if len(text) < low:
         text = text + "x" * (low - len(text))
     if len(text) > high:

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from mnemoray.ids import stable_id
+import ijson
+
 from mnemoray.loaders.errors import DatasetError
-from mnemoray.loaders.jsonstream import iter_array, iter_object, top_level_kind
+from mnemoray.loaders.jsonstream import iter_array, top_level_kind
 from mnemoray.records import Persona
 
 MSC_SPEAKERS = ("Speaker 1", "Speaker 2")
@@ -61,37 +63,63 @@ def _from_record(raw: Any, file: Path, record: str) -> Persona | DatasetError:
     return Persona(id=pid, name=str(name), description=description, facts=facts)
 
 
+def _top_keys(file: Path) -> tuple[list[str], bool]:
+    """Top-level keys of a JSON object, read as a stream; True when the file is cut short."""
+    keys: list[str] = []
+    with open(file, "rb") as f:
+        try:
+            for prefix, event, value in ijson.parse(f):
+                if prefix == "" and event == "map_key":
+                    keys.append(value)
+        except (ijson.JSONError, ijson.IncompleteJSONError, ValueError):
+            return keys, True
+    return keys, False
+
+
 def _iter_msc(file: Path) -> Iterator[Persona | DatasetError]:
-    for split, pairs in iter_object(file):
-        if not isinstance(pairs, list):
-            yield DatasetError(file, split, None, "expected a list of persona pairs")
+    """Pairs streamed split by split, so a truncated file still yields what precedes the cut."""
+    splits, _ = _top_keys(file)
+    for split in splits:
+        count = 0
+        try:
+            for pair in iter_array(file, f"{split}.item"):
+                yield from _msc_pair(pair, file, split, count)
+                count += 1
+        except DatasetError as err:
+            yield DatasetError(file, f"{split}[{count}]", None, err.reason)
+            return
+
+
+def _msc_pair(pair: Any, file: Path, split: str, i: int) -> Iterator[Persona | DatasetError]:
+    record = f"{split}[{i}]"
+    if not isinstance(pair, dict):
+        yield DatasetError(file, record, None, f"expected an object, got {type(pair).__name__}")
+        return
+    speakers = [s for s in MSC_SPEAKERS if s in pair]
+    if not speakers:
+        yield DatasetError(file, record, None, "no 'Speaker 1' / 'Speaker 2' facts")
+        return
+    for speaker in speakers:
+        facts = _facts(pair[speaker], file, record, speaker)
+        if isinstance(facts, DatasetError):
+            yield facts
             continue
-        for i, pair in enumerate(pairs):
-            record = f"{split}[{i}]"
-            if not isinstance(pair, dict):
-                yield DatasetError(file, record, None, f"expected an object, got {type(pair).__name__}")
-                continue
-            speakers = [s for s in MSC_SPEAKERS if s in pair]
-            if not speakers:
-                yield DatasetError(file, record, None, "no 'Speaker 1' / 'Speaker 2' facts")
-                continue
-            for speaker in speakers:
-                facts = _facts(pair[speaker], file, record, speaker)
-                if isinstance(facts, DatasetError):
-                    yield facts
-                    continue
-                description = " ".join(facts)
-                yield Persona(id=persona_id(facts, description), name=f"{split}/{i}/{speaker}",
-                              description=description, facts=facts)
+        description = " ".join(facts)
+        yield Persona(id=persona_id(facts, description), name=f"{split}/{i}/{speaker}",
+                      description=description, facts=facts)
 
 
 def _looks_like_msc(file: Path) -> bool:
-    try:
-        for _, value in iter_object(file):
-            return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and any(
-                s in value[0] for s in MSC_SPEAKERS)
-    except DatasetError:
-        return False
+    """An object whose first value starts as a list of objects with speaker keys."""
+    with open(file, "rb") as f:
+        try:
+            for prefix, event, value in ijson.parse(f):
+                if event == "map_key" and prefix.count(".") == 1 and prefix.endswith(".item"):
+                    return value in MSC_SPEAKERS or value == "in_dataset"
+                if event in ("string", "number", "boolean", "null") and prefix.count(".") <= 1:
+                    return False
+        except (ijson.JSONError, ijson.IncompleteJSONError, ValueError):
+            return False
     return False
 
 

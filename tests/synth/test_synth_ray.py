@@ -1,0 +1,155 @@
+"""`synth rolememo` for real: local Ray, the tiny model, a killed driver, a faulty endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mnemoray.config import load_config
+from mnemoray.synth.config import RoleMemoConfig
+from mnemoray.synth.stages import STAGES
+from mnemoray.synth.store import StageStore
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = REPO / "configs" / "synth" / "rolememo_local.yaml"
+ALL_STAGES = [s.name for s in STAGES] + ["histories"]
+
+
+def local_overrides(out: Path, tiny_cache: Path, cache: Path) -> list[str]:
+    return [f"out={out}", f"llm={REPO / 'configs/llm/tiny_local.yaml'}",
+            f'llm_overrides=["tiny_cache_dir={tiny_cache}", "cache_dir={cache}"]']
+
+
+def kept_ids(out: Path) -> dict[str, list[str]]:
+    return {name: sorted(StageStore(out, name).read("kept", ["id"]).column(0).to_pylist()) for name in ALL_STAGES}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_local, tiny_cache, tmp_path_factory):
+    from mnemoray.pipelines.synth import run_rolememo
+
+    root = tmp_path_factory.mktemp("synth")
+    cfg = load_config(RoleMemoConfig, LOCAL, local_overrides(root / "run", tiny_cache, root / "cache"))
+    return cfg, run_rolememo(cfg)
+
+
+def test_every_stage_produces_rows_and_the_counts_add_up(tiny_run):
+    cfg, stats = tiny_run
+    assert stats["personas"]["valid"] == 8
+    for name in ALL_STAGES:
+        s = stats["stages"][name]
+        assert s["kept"] > 0, f"stage {name} kept nothing: {s}"
+        if "pass_rate" in s:
+            assert s["inputs"] == s["kept"] + s["rejected"], name
+    assert stats["stages"]["insights"]["kept"] == 8 * 20
+    assert stats["stages"]["insight_check"]["inputs"] == 8 * 20
+    for name, ids in kept_ids(cfg.out).items():
+        assert len(ids) == len(set(ids)), f"duplicates in {name}"
+    h = stats["histories"]
+    assert h["count"] >= 1 and h["max"] <= cfg.target_tokens and h["min"] >= 0.9 * cfg.target_tokens
+    assert (cfg.out / "report.md").read_text().count("| insight_check |") == 1
+    assert (cfg.out / "history_lengths.png").stat().st_size > 0
+
+
+def test_the_dataset_has_ground_truth_and_the_eval_harness_runs_rag_hybrid_on_it(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from mnemoray.cli.main import app
+    from mnemoray.loaders import load_dataset
+
+    cfg, stats = tiny_run
+    samples, errors = load_dataset("rolememo", cfg.out)
+    assert not errors and len(samples) == stats["histories"]["count"]
+    truth = {q["id"]: q for q in map(json.loads, (cfg.out / "dataset" / "ground_truth.jsonl").read_text().splitlines())}
+    for sample in samples:
+        turns = {t.id: t for s in sample.history.sessions for t in s.turns}
+        for q in sample.queries:
+            row = truth[q.id]
+            assert {"persona", "core_insight", "core_fragments"} <= set(row) and len(row["core_fragments"]) == 2
+            query_session = sample.history.sessions[q.visible_sessions]
+            assert query_session.turns[0].is_query and query_session.turns[0].text == q.text
+            for gold, fragment in zip(q.gold_ids, row["core_fragments"]):
+                assert turns[gold].speaker == "user" and fragment in turns[gold].text
+        stamps = [s.timestamp for s in sample.history.sessions]
+        assert stamps == sorted(stamps)
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval", "retrieval", "--dataset", "rolememo", "--data", str(cfg.out),
+                                      "--memory", "rag-hybrid", "--k", "1,5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_queries"] == stats["histories"]["queries"]
+
+
+def test_a_killed_driver_resumes_to_the_same_ids_without_duplicates(tiny_run, tiny_cache, tmp_path):
+    from mnemoray.pipelines.synth import run_rolememo
+
+    ref_cfg, _ = tiny_run
+    out = tmp_path / "run"
+    overrides = local_overrides(out, tiny_cache, tmp_path / "cache")  # its own LLM cache: nothing shared
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mnemoray", "synth", "rolememo", "--config", str(LOCAL), *overrides],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    done_dir = out / "stages" / "insight_check" / "done"
+    try:
+        while proc.poll() is None and not (done_dir.is_dir() and any(done_dir.glob("part-*.parquet"))):
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run finished before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the driver started
+        except ProcessLookupError:
+            pass
+    assert not (out / "dataset").exists()
+    partial = kept_ids(out)
+    assert 0 < len(partial["insight_check"]) and not partial["histories"]
+
+    cfg = load_config(RoleMemoConfig, LOCAL, overrides)
+    stats = run_rolememo(cfg)
+    resumed, reference = kept_ids(out), kept_ids(ref_cfg.out)
+    assert resumed == reference
+    assert stats["stages"]["insights"]["inputs"] == 8  # not redone
+    truth = lambda p: sorted(pq.read_table(p / "dataset" / "ground_truth.parquet").column("id").to_pylist())  # noqa: E731
+    assert truth(out) == truth(ref_cfg.out)
+
+
+def test_endpoint_faults_end_in_rejects_and_the_run_completes(ray_local, tiny_cache, tmp_path):
+    from mnemoray.llm.fault_server import FaultConfig, FaultServer
+    from mnemoray.llm.tiny import ensure_tiny
+    from mnemoray.pipelines.synth import run_rolememo
+
+    with FaultServer(FaultConfig(fault_rate=0.2, vary_strings=True, seed=3)) as url:
+        llm = tmp_path / "llm.yaml"
+        llm.write_text(f"engine: openai\nmodel: fault-model\nbase_url: {url}\nmax_in_flight: 16\n"
+                       "timeout_s: 10\nmax_retries: 1\nstructured_retries: 1\n")
+        cfg = load_config(RoleMemoConfig, LOCAL, [f"out={tmp_path / 'run'}", f"llm={llm}", "llm_overrides=[]",
+                                                  f"tokenizer={ensure_tiny(tiny_cache, arch='qwen2', seed=0)}"])
+        stats = run_rolememo(cfg)
+    reasons = {}
+    for name in ALL_STAGES:
+        s = stats["stages"][name]
+        for reason, n in s["rejected_by_reason"].items():
+            reasons[reason] = reasons.get(reason, 0) + n
+        if "pass_rate" in s:
+            assert s["inputs"] == s["kept"] + s["rejected"], name
+    assert any(r.startswith("llm_") for r in reasons), reasons
+    rejects = pq.read_table(cfg.out / "dataset" / "rejects.parquet").to_pylist()
+    assert any(r["reason"] == "llm_parse" and r["raw"] for r in rejects) or any(
+        r["reason"] == "llm_http" for r in rejects)
+    # nothing lost: every input of every stage is finished (kept or rejected)
+    for stage in STAGES:
+        source = StageStore(cfg.out, stage.source).read("kept", ["id"]).num_rows
+        assert stats["stages"][stage.name]["inputs"] == source, stage.name
+    assert stats["histories"]["count"] == 8
