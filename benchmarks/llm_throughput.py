@@ -40,11 +40,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def fault_endpoint(latency_ms: float):
+def fault_endpoint(latency_ms: float, *extra_args: str):
     """The fault server in its own process, so it does not share the client's GIL."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mnemoray.llm.fault_server", "--port", str(port), "--latency-ms", str(latency_ms)],
+        [sys.executable, "-m", "mnemoray.llm.fault_server", "--port", str(port), "--latency-ms", str(latency_ms),
+         *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"

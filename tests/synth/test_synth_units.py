@@ -275,3 +275,22 @@ def test_loader_names_the_file_when_the_dataset_is_incomplete(tmp_path):
     (tmp_path / "dataset").mkdir()
     with pytest.raises(DatasetError, match="personas.parquet"):
         load_dataset("rolememo", tmp_path)
+
+
+# -- command line: bad input fails fast with one line ------------------------------------------------
+
+def test_cli_names_the_persona_file_when_no_persona_is_valid(tmp_path):
+    from typer.testing import CliRunner
+
+    from mnemoray.cli.main import app
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"name": "x"}\n{oops\n')
+    config = Path(__file__).resolve().parents[2] / "configs" / "synth" / "rolememo_local.yaml"
+    result = CliRunner().invoke(app, ["synth", "rolememo", "--config", str(config), "--personas", str(bad),
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "no valid personas" in result.output and str(bad) in result.output and "line 1" in result.output and "empty persona" in result.output
+
+    result = CliRunner().invoke(app, ["synth", "rolememo", "--config", str(config), "dialogue.rounds=1"])
+    assert result.exit_code == 2 and "dialogue.rounds" in result.output

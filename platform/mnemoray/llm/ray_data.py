@@ -68,16 +68,20 @@ def row_to_request(row: dict[str, Any]) -> ChatRequest:
     )
 
 
-def result_columns(results: list[ChatResult]) -> dict[str, pa.Array]:
+def result_columns(results: list[ChatResult | None]) -> dict[str, pa.Array]:
+    """Result columns; a None entry (a row that asked nothing) gets nulls."""
+    def col(get):
+        return [None if r is None else get(r) for r in results]
+
     cols = {
-        "text": [r.text for r in results],
-        "parsed": [None if r.parsed is None else json.dumps(_plain(r.parsed)) for r in results],
-        "error": [r.error for r in results],
-        "error_kind": [r.error_kind for r in results],
-        "prompt_tokens": [r.usage.prompt_tokens for r in results],
-        "completion_tokens": [r.usage.completion_tokens for r in results],
-        "attempts": [r.attempts for r in results],
-        "latency_s": [r.latency_s for r in results],
+        "text": col(lambda r: r.text),
+        "parsed": col(lambda r: None if r.parsed is None else json.dumps(_plain(r.parsed))),
+        "error": col(lambda r: r.error),
+        "error_kind": col(lambda r: r.error_kind),
+        "prompt_tokens": col(lambda r: r.usage.prompt_tokens),
+        "completion_tokens": col(lambda r: r.usage.completion_tokens),
+        "attempts": col(lambda r: r.attempts),
+        "latency_s": col(lambda r: r.latency_s),
     }
     return {f.name: pa.array(cols[f.name], type=f.type) for f in RESULT_SCHEMA}
 
@@ -100,11 +104,12 @@ def _append(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
 class _EngineUDF:
     """Holds one engine per actor; answers a pyarrow batch with result columns appended."""
 
-    def __init__(self, engine_cfg: dict[str, Any]) -> None:
+    def __init__(self, engine_cfg: dict[str, Any], ask_column: str | None = None) -> None:
         from mnemoray.llm.config import build_engine
 
         self.cfg = EngineConfig.model_validate(engine_cfg)
         self.engine = build_engine(self.cfg)
+        self.ask_column = ask_column
 
     def answer(self, batch: pa.Table) -> pa.Table:
         from mnemoray.llm.structured import generate_structured
@@ -113,6 +118,8 @@ class _EngineUDF:
         results: list[ChatResult | None] = [None] * len(rows)
         requests: list[tuple[int, ChatRequest]] = []
         for i, row in enumerate(rows):
+            if self.ask_column is not None and not row.get(self.ask_column):
+                continue  # passes through with null results
             try:
                 requests.append((i, row_to_request(row)))
             except (KeyError, TypeError, ValueError) as err:
@@ -127,7 +134,7 @@ class _EngineUDF:
                 answered = [ChatResult(id=r.id, error=message, error_kind="engine") for r in batch_requests]
             for (i, _), result in zip(requests, answered, strict=True):
                 results[i] = result
-        return _append(batch, result_columns([r for r in results if r is not None]))
+        return _append(batch, result_columns(results))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return self.answer(batch)
@@ -137,8 +144,8 @@ class _ConcurrentEngineUDF(_EngineUDF):
     """Async entry point: Ray Data runs several batches of one actor at once, all sharing
     the actor's client and its `max_in_flight` bound (the client's own loop does the I/O)."""
 
-    def __init__(self, engine_cfg: dict[str, Any]) -> None:
-        super().__init__(engine_cfg)
+    def __init__(self, engine_cfg: dict[str, Any], ask_column: str | None = None) -> None:
+        super().__init__(engine_cfg, ask_column)
         self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="llm-batch")
 
     async def __call__(self, batch: pa.Table) -> pa.Table:  # type: ignore[override]
@@ -156,6 +163,7 @@ def run_requests(
     max_actors: int = 1,
     batch_size: int | None = None,
     num_cpus: float | None = None,
+    ask_column: str | None = None,
 ) -> ray.data.Dataset:
     """Lazily add result columns to every row of `ds` (see module docstring).
 
@@ -163,10 +171,14 @@ def run_requests(
     openai engine `max_in_flight` applies per actor, so the endpoint sees up to
     `max_actors * max_in_flight` requests at once. `batch_size` defaults to the engine
     config's (hf) or a quarter of `max_in_flight` (openai: several batches share a client).
+    `ask_column` (hf/openai paths): rows where that column is false ask nothing and pass
+    through in stream with null result columns (no second branch to merge).
     """
     cfg = engine_cfg if isinstance(engine_cfg, EngineConfig) else EngineConfig.model_validate(engine_cfg)
+    if ask_column is not None and (cfg.engine == "vllm" or (cfg.engine == "openai" and openai_path == "http")):
+        raise ValueError("ask_column is supported on the hf and openai actor paths only")
     if cfg.engine == "vllm":
-        return _run_vllm(ds, cfg, max_actors, batch_size)
+        return _run_vllm(ds, cfg, (min_actors, max_actors), batch_size)
     # Build the tiny model (if any) once on the driver, not in every actor.
     cfg = cfg.model_copy(update={"model": resolve_model(cfg), "tiny": None})
     if cfg.engine == "openai" and openai_path == "http":
@@ -174,7 +186,7 @@ def run_requests(
     if cfg.engine == "openai":
         return ds.map_batches(
             _ConcurrentEngineUDF,
-            fn_constructor_kwargs={"engine_cfg": cfg.model_dump(mode="json")},
+            fn_constructor_kwargs={"engine_cfg": cfg.model_dump(mode="json"), "ask_column": ask_column},
             batch_size=batch_size or max(1, cfg.max_in_flight // 4),
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(
@@ -185,7 +197,7 @@ def run_requests(
         )
     return ds.map_batches(
         _EngineUDF,
-        fn_constructor_kwargs={"engine_cfg": cfg.model_dump(mode="json")},
+        fn_constructor_kwargs={"engine_cfg": cfg.model_dump(mode="json"), "ask_column": ask_column},
         batch_size=batch_size or cfg.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=min_actors, max_size=max_actors),
@@ -247,8 +259,9 @@ def _run_http(ds: ray.data.Dataset, cfg: EngineConfig, actors: int, batch_size: 
     return processor(ds)
 
 
-def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: int, batch_size: int | None) -> ray.data.Dataset:
-    """In-process vLLM on GPU workers via ray.data.llm (not runnable without vLLM)."""
+def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], batch_size: int | None) -> ray.data.Dataset:
+    """In-process vLLM on GPU workers via ray.data.llm (not runnable without vLLM); replicas
+    autoscale between `actors[0]` and `actors[1]`."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     if cfg.model is None:
@@ -293,7 +306,7 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: int, batch_size: 
             model_source=cfg.model,
             engine_kwargs=dict(cfg.engine_kwargs),
             batch_size=batch_size or 64,
-            concurrency=max(1, actors),
+            concurrency=actors[0] if actors[0] >= actors[1] else (max(1, actors[0]), actors[1]),
             should_continue_on_error=True,
         ),
         preprocess=pre,

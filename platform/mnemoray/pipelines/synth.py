@@ -174,10 +174,12 @@ def run_stage(stage: Stage, cfg: RoleMemoConfig, engine: EngineConfig, personas:
     ds = ds.map_batches(build_batch, batch_format="pyarrow", zero_copy_batch=True,
                         fn_kwargs={"stage": stage.name, "cfg_json": cfg_json, "skip": frozenset(done),
                                    "personas": personas})
-    if stage.build is not None:
-        llm = ds.map_batches(_needs_llm, fn_kwargs={"value": True}, batch_format="pyarrow")
-        llm = run_requests(llm, engine, min_actors=cfg.ray.llm_actors_min or cfg.ray.llm_actors,
-                           max_actors=cfg.ray.llm_actors)
+    actors = {"min_actors": cfg.ray.llm_actors_min or cfg.ray.llm_actors, "max_actors": cfg.ray.llm_actors}
+    if stage.build is not None and engine.engine != "vllm":
+        # rows that ask nothing ride along in stream (a union would hold results back to the end)
+        ds = run_requests(ds, engine, ask_column="needs_llm", **actors).map_batches(_answered, batch_format="pyarrow")
+    elif stage.build is not None:
+        llm = run_requests(ds.map_batches(_needs_llm, fn_kwargs={"value": True}, batch_format="pyarrow"), engine, **actors)
         direct = ds.map_batches(_needs_llm, fn_kwargs={"value": False}, batch_format="pyarrow")
         ds = llm.map_batches(_answered, batch_format="pyarrow").union(
             direct.map_batches(_answered, batch_format="pyarrow"))
@@ -238,6 +240,12 @@ def run_histories(cfg: RoleMemoConfig, personas: frozenset[str], progress: Progr
 
 # -- the whole job -----------------------------------------------------------------------------
 
+def _written_here(input_id: str, persona_id: str) -> dict[str, Any]:
+    """The done row of an input the driver wrote itself (one record, no LLM call)."""
+    return {"input_id": input_id, "persona_id": persona_id, "n_kept": 1, "n_rejected": 0, "calls": 0,
+            "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0}
+
+
 def prepare_inputs(cfg: RoleMemoConfig) -> tuple[frozenset[str], list[dict[str, Any]]]:
     """(Re)write the personas and distractor-seed stages; returns persona ids and input errors."""
     personas, errors = load_seed_personas(cfg.personas, cfg.limit)
@@ -248,14 +256,12 @@ def prepare_inputs(cfg: RoleMemoConfig) -> tuple[frozenset[str], list[dict[str, 
             for p in personas]
     rejects = [{"id": f"{e.file}:{e.record}", "persona_id": "", "stage": "personas", "input_id": f"{e.record}",
                 "reason": "invalid_persona", "detail": e.message(), "raw": ""} for e in errors]
-    done = [{"input_id": p.id, "persona_id": p.id, "n_kept": 1, "n_rejected": 0, "calls": 0, "attempts": 0,
-             "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0} for p in personas]
+    done = [_written_here(p.id, p.id) for p in personas]
     StageStore(cfg.out, "personas").replace_all(kept, rejects, done)
     seeds = distractor_seeds(cfg)
     StageStore(cfg.out, "distractor_seeds").replace_all(
         [{"id": s["id"], "persona_id": "", "record": json.dumps(s)} for s in seeds], [],
-        [{"input_id": s["id"], "persona_id": "", "n_kept": 1, "n_rejected": 0, "calls": 0, "attempts": 0,
-          "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0} for s in seeds])
+        [_written_here(s["id"], "") for s in seeds])
     return frozenset(p.id for p in personas), [e.to_dict() for e in errors]
 
 

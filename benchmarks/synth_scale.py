@@ -1,0 +1,115 @@
+"""Synthesis at scale: `synth rolememo` on N personas through the zero-fault instant endpoint.
+
+Prints figures, asserts nothing. For each N (default 500 and 2,000), in one run:
+- personas per minute (whole job: every stage, history assembly, export);
+- average in-flight requests seen by the endpoint / the configured maximum
+  (llm_actors x max_in_flight; goal >= 0.95), over the time requests were outstanding;
+- driver peak RSS (must stay flat as N grows: the driver keeps ids and counters only);
+- history lengths (one history of up to --target-tokens per persona, counted with the
+  tiny model's tokenizer) from the run's stats.json.
+The endpoint answers each schema with a valid instance whose strings are made-up words
+drawn per request (`--vary-strings`), so every check sees distinct texts; its answers
+pass the LLM-judged checks, which keeps every stage loaded.
+
+    python benchmarks/synth_scale.py [--personas 500,2000] [--target-tokens 256000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llm_throughput import fault_endpoint, server_stats  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_run(args: argparse.Namespace) -> None:
+    """Child process: run the job once, print a JSON line with wall time and peak RSS."""
+    import resource
+
+    from mnemoray.config import load_config
+    from mnemoray.llm.tiny import ensure_tiny
+    from mnemoray.pipelines.synth import run_rolememo
+    from mnemoray.synth.config import RoleMemoConfig
+
+    tokenizer = ensure_tiny(Path(args.tiny_cache).expanduser(), arch="qwen2", seed=0)
+    overrides = [f"out={args.out}", f"llm={args.llm}", "llm_overrides=[]", f"tokenizer={tokenizer}",
+                 f"limit={args.n}", f"target_tokens={args.target_tokens}", "call.max_text_chars=160",
+                 f"dialogue.rounds={args.rounds}", f"distractors.rounds={args.rounds}",
+                 f"distractors.pool_size={args.pool}", f"ray.llm_actors={args.actors}", "ray.write_every=256",
+                 "ray.num_cpus=2", "ray.workers=1"]
+    cfg = load_config(RoleMemoConfig, REPO / "configs" / "synth" / "rolememo_local.yaml", overrides)
+    start = time.perf_counter()
+    stats = run_rolememo(cfg)
+    wall = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps({"wall_s": wall, "peak_rss_mb": peak_mb, "histories": stats["histories"],
+                                  "totals": stats["totals"]}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--personas", default="500,2000")
+    parser.add_argument("--target-tokens", type=int, default=256_000)
+    parser.add_argument("--max-in-flight", type=int, default=128)
+    parser.add_argument("--actors", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--pool", type=int, default=200)
+    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--tiny-cache", default="~/.cache/mnemoray/tiny")
+    parser.add_argument("--quick", action="store_true", help="50 and 100 personas, 20k-token histories")
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--llm", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one is not None:
+        args.n = args.one
+        one_run(args)
+        return
+    sizes = [50, 100] if args.quick else [int(n) for n in args.personas.split(",")]
+    if args.quick:
+        args.target_tokens = 20_000
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, fault_endpoint(args.latency_ms, "--vary-strings") as base:
+        llm = Path(tmp) / "llm.yaml"
+        llm.write_text(f"engine: openai\nmodel: fault-model\nbase_url: {base}/v1\nmax_in_flight: {args.max_in_flight}\n"
+                       "timeout_s: 60\nmax_retries: 3\nstructured_retries: 1\n")
+        for n in sizes:
+            server_stats(base, reset=True)
+            cmd = [sys.executable, __file__, "--one", str(n), "--out", str(Path(tmp) / f"run{n}"), "--llm", str(llm),
+                   "--target-tokens", str(args.target_tokens), "--actors", str(args.actors), "--rounds",
+                   str(args.rounds), "--pool", str(args.pool), "--tiny-cache", args.tiny_cache]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ})
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"run with {n} personas failed")
+            result = json.loads(line[len("RESULT "):])
+            inflight = server_stats(base)["inflight"]
+            rows.append((n, result, inflight))
+    configured = args.actors * args.max_in_flight
+    print(f"\nsynth rolememo through the instant endpoint ({args.actors} client actors x max_in_flight "
+          f"{args.max_in_flight} = {configured}; target {args.target_tokens:,} tokens per history)")
+    print(f"{'personas':>8} {'wall s':>8} {'personas/min':>12} {'LLM calls':>10} {'calls/s':>8} "
+          f"{'avg in flight':>13} {'ratio':>6} {'driver peak RSS MB':>19} {'median tokens':>14} {'histories':>9}")
+    for n, r, inf in rows:
+        calls = r["totals"]["llm_calls"]
+        print(f"{n:>8} {r['wall_s']:>8.1f} {n / r['wall_s'] * 60:>12.1f} {calls:>10} {calls / r['wall_s']:>8.1f} "
+              f"{inf['average']:>13.1f} {inf['average'] / configured:>6.2f} {r['peak_rss_mb']:>19.0f} "
+              f"{r['histories']['median']:>14,} {r['histories']['count']:>9}")
+    if len(rows) >= 2:
+        (n0, r0, _), (n1, r1, _) = rows[0], rows[-1]
+        print(f"\ndriver peak RSS {n1} vs {n0} personas: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}x "
+              f"for {n1 / n0:.1f}x the personas")
+
+
+if __name__ == "__main__":
+    main()
