@@ -1,0 +1,1 @@
+"""Dataset synthesis domain logic (RoleMemo-style): personas, stages, checks, assembly, store, export."""
