@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,10 +109,8 @@ def test_a_killed_driver_resumes_to_the_same_ids_without_duplicates(tiny_run, ti
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # Ray processes the driver started
-        except ProcessLookupError:
-            pass
     assert not (out / "dataset").exists()
     partial = kept_ids(out)
     assert 0 < len(partial["insight_check"]) and not partial["histories"]
