@@ -45,7 +45,7 @@ def one_run(args: argparse.Namespace) -> None:
                  f"limit={args.n}", f"target_tokens={args.target_tokens}", "call.max_text_chars=160",
                  f"dialogue.rounds={args.rounds}", f"distractors.rounds={args.rounds}",
                  f"distractors.pool_size={args.pool}", f"ray.llm_actors={args.actors}", "ray.write_every=256",
-                 "ray.num_cpus=2", "ray.workers=1"]
+                 "ray.num_cpus=2", "ray.workers=1", f"ray.mode={args.mode}"]
     cfg = load_config(RoleMemoConfig, REPO / "configs" / "synth" / "rolememo_local.yaml", overrides)
     start = time.perf_counter()
     stats = run_rolememo(cfg)
@@ -65,7 +65,9 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=200)
     parser.add_argument("--latency-ms", type=float, default=200.0)
     parser.add_argument("--tiny-cache", default="~/.cache/mnemoray/tiny")
+    parser.add_argument("--modes", default="stream", help="comma-separated: stream (one pipeline, one fleet), stages")
     parser.add_argument("--quick", action="store_true", help="50 and 100 personas, 20k-token histories")
+    parser.add_argument("--mode", default="stream", help=argparse.SUPPRESS)
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--llm", default=None, help=argparse.SUPPRESS)
@@ -82,9 +84,10 @@ def main() -> None:
         llm = Path(tmp) / "llm.yaml"
         llm.write_text(f"engine: openai\nmodel: fault-model\nbase_url: {base}/v1\nmax_in_flight: {args.max_in_flight}\n"
                        "timeout_s: 60\nmax_retries: 3\nstructured_retries: 1\n")
-        for n in sizes:
+        for mode, n in [(m, n) for n in sizes for m in args.modes.split(",")]:
             server_stats(base, reset=True)
-            cmd = [sys.executable, __file__, "--one", str(n), "--out", str(Path(tmp) / f"run{n}"), "--llm", str(llm),
+            cmd = [sys.executable, __file__, "--one", str(n), "--out", str(Path(tmp) / f"run{n}{mode}"), "--llm", str(llm),
+                   "--mode", mode,
                    "--target-tokens", str(args.target_tokens), "--actors", str(args.actors), "--rounds",
                    str(args.rounds), "--pool", str(args.pool), "--tiny-cache", args.tiny_cache]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ})
@@ -94,21 +97,28 @@ def main() -> None:
                 raise SystemExit(f"run with {n} personas failed")
             result = json.loads(line[len("RESULT "):])
             inflight = server_stats(base)["inflight"]
-            rows.append((n, result, inflight))
+            rows.append((mode, n, result, inflight))
     configured = args.actors * args.max_in_flight
     print(f"\nsynth rolememo through the instant endpoint ({args.actors} client actors x max_in_flight "
           f"{args.max_in_flight} = {configured}; target {args.target_tokens:,} tokens per history)")
-    print(f"{'personas':>8} {'wall s':>8} {'personas/min':>12} {'LLM calls':>10} {'calls/s':>8} "
+    print(f"{'mode':>6} {'personas':>8} {'wall s':>8} {'personas/min':>12} {'LLM calls':>10} {'calls/s':>8} "
           f"{'avg in flight':>13} {'ratio':>6} {'driver peak RSS MB':>19} {'median tokens':>14} {'histories':>9}")
-    for n, r, inf in rows:
+    for mode, n, r, inf in rows:
         calls = r["totals"]["llm_calls"]
-        print(f"{n:>8} {r['wall_s']:>8.1f} {n / r['wall_s'] * 60:>12.1f} {calls:>10} {calls / r['wall_s']:>8.1f} "
+        print(f"{mode:>6} {n:>8} {r['wall_s']:>8.1f} {n / r['wall_s'] * 60:>12.1f} {calls:>10} {calls / r['wall_s']:>8.1f} "
               f"{inf['average']:>13.1f} {inf['average'] / configured:>6.2f} {r['peak_rss_mb']:>19.0f} "
               f"{r['histories']['median']:>14,} {r['histories']['count']:>9}")
-    if len(rows) >= 2:
-        (n0, r0, _), (n1, r1, _) = rows[0], rows[-1]
-        print(f"\ndriver peak RSS {n1} vs {n0} personas: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}x "
-              f"for {n1 / n0:.1f}x the personas")
+    for mode in args.modes.split(","):
+        mine = [(n, r) for m, n, r, _ in rows if m == mode]
+        if len(mine) >= 2:
+            (n0, r0), (n1, r1) = mine[0], mine[-1]
+            print(f"{mode}: driver peak RSS {n1} vs {n0} personas: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}x "
+                  f"for {n1 / n0:.1f}x the personas")
+    by = {(m, n): r for m, n, r, _ in rows}
+    for n in sizes:
+        if ("stream", n) in by and ("stages", n) in by:
+            print(f"{n} personas: stream is {by[('stages', n)]['wall_s'] / by[('stream', n)]['wall_s']:.2f}x "
+                  "as fast as stages")
 
 
 if __name__ == "__main__":

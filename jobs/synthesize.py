@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(RoleMemoConfig, args.config, args.overrides)
-        stats = run_rolememo(cfg, progress=lambda stage, done, total: print(f"{stage}: {done}/{total}", file=sys.stderr),
+        stats = run_rolememo(cfg, progress=lambda stage, done, total: print(f"{stage}: {done}/{total or '?'}", file=sys.stderr),
                              log=lambda msg: print(msg, file=sys.stderr))
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

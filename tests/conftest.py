@@ -1,4 +1,5 @@
-"""Shared fixtures: paths to the shared public data, a real embedder, one local Ray per module."""
+"""Shared fixtures: paths to the shared public data, a real embedder, one local Ray per module, and
+stand-ins (a scripted engine, a list memory) for control-flow tests of the evaluations."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+
+from mnemoray.llm.types import ChatResult
+from mnemoray.records import MemoryItem, RetrievedItem
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MNEMORAY_DATA", REPO.parent / "shared" / "data"))
@@ -60,3 +64,45 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, runtime_env={"env_vars": WORKER_ENV})
     yield ray
     ray.shutdown()
+
+
+class ScriptedEngine:
+    """Replies via `script(request) -> text`; records every request it saw."""
+
+    name, model = "scripted", "scripted"
+
+    def __init__(self, script):
+        self.script, self.seen = script, []
+
+    def generate(self, requests):
+        self.seen.extend(requests)
+        return [ChatResult(id=r.id, text=self.script(r)) for r in requests]
+
+
+class ListMemory:
+    """Every ingested session's first turn is one memory item; retrieval returns them in order and
+    records how many sessions it had ingested by then (`seen_at`)."""
+
+    def __init__(self):
+        self.sessions, self.seen_at = [], []
+
+    def ingest_many(self, sessions, persona=None):
+        self.sessions.extend(sessions)
+
+    def retrieve_many(self, queries, k):
+        self.seen_at.append(len(self.sessions))
+        items = [MemoryItem(id=s.id, text=s.turns[0].text, session_id=s.id, timestamp=s.timestamp)
+                 for s in self.sessions]
+        return [[RetrievedItem(item=it, score=1.0, rank=i) for i, it in enumerate(items[:k])] for _ in queries]
+
+
+@pytest.fixture
+def scripted_engine() -> type[ScriptedEngine]:
+    """The scripted-engine class: `scripted_engine(lambda request: text)`."""
+    return ScriptedEngine
+
+
+@pytest.fixture
+def list_memory() -> type[ListMemory]:
+    """The list-memory class (also usable as a memory factory)."""
+    return ListMemory

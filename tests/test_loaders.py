@@ -58,7 +58,8 @@ def test_longmemeval_format(tmp_path):
     path = tmp_path / "longmemeval_s.json"
     path.write_text(json.dumps([_longmemeval_record("q1"), _longmemeval_record("q2_abs")]))
     samples, errors = load_dataset("longmemeval", path)
-    assert not errors and len(samples) == 1  # abstention question excluded
+    assert not errors and len(samples) == 2  # the abstention question is kept, flagged
+    assert [x.queries[0].metadata["abstention"] for x in samples] == [False, True]
     s = samples[0]
     assert [x.id for x in s.history.sessions] == ["s_a", "s_b", "s_future"]  # time order
     q = s.queries[0]
@@ -161,3 +162,40 @@ def test_large_file_is_streamed(tmp_path):
     assert not isinstance(first, DatasetError) and first.history.id == "q0"
     rest = list(it)
     assert isinstance(rest[-1], DatasetError) and len(rest) >= 150
+
+
+def test_longmemeval_abstention_kept_for_qa_and_left_out_of_retrieval(tmp_path):
+    from mnemoray.eval.qa_prompts import judge_variant
+    from mnemoray.eval.retrieval import evaluate_sample
+    from mnemoray.config import MemoryConfig
+    from mnemoray.memory import build_memory
+
+    path = tmp_path / "longmemeval_s.json"
+    path.write_text(json.dumps([_longmemeval_record("q1"), _longmemeval_record("q2_abs", "temporal-reasoning")]))
+    samples, _ = load_dataset("longmemeval", path)
+    abs_query = samples[1].queries[0]
+    assert abs_query.id == "q2_abs" and abs_query.answer == "Rex" and abs_query.visible_sessions == 2
+    assert judge_variant("longmemeval", abs_query) == "abstention"  # the abstention rule fires, not "temporal"
+    assert judge_variant("longmemeval", samples[0].queries[0]) == "default"
+    make = lambda: build_memory(MemoryConfig(name="rag-bm25"))  # noqa: E731
+    assert evaluate_sample(samples[1], make, [1]) == []  # no evidence to score
+    assert [r["query_id"] for r in evaluate_sample(samples[0], make, [1])] == ["q1"]
+
+    from mnemoray.eval.qa import QASettings, evaluate_qa_sample
+    from mnemoray.llm.types import ChatResult
+
+    class Scripted:  # a stand-in LLM for this control-flow check only
+        name = model = "scripted"
+
+        def __init__(self, text):
+            self.text, self.seen = text, []
+
+        def generate(self, requests):
+            self.seen.extend(requests)
+            return [ChatResult(id=r.id, text=self.text) for r in requests]
+
+    judge = Scripted('{"reasoning": "declined", "label": "CORRECT"}')
+    rows = evaluate_qa_sample(samples[1], make, Scripted('{"answer": "Not mentioned."}'), judge,
+                              QASettings(dataset="longmemeval"))
+    assert rows[0]["judge_variant"] == "abstention" and rows[0]["label_strict"] == "CORRECT"
+    assert len(judge.seen) == 2 and all("not available" in r.messages[1].content for r in judge.seen)

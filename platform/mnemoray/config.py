@@ -66,8 +66,32 @@ class SummaryConfig(StrictModel):
     max_chars: int = Field(2000, ge=50, description="size of the overwritten memory")
 
 
+class RealMemConfig(StrictModel):
+    session_chars: int = Field(12000, ge=100, description="session transcript budget of the extraction prompt")
+    keep_drafts: bool = Field(True, description="keep points tagged Draft (not yet agreed) as well as Confirmed ones")
+    dedup_batch: int = Field(8, ge=1, description="new memory points judged per dedup call")
+    dedup_candidates: int = Field(5, ge=1, description="most similar existing points shown per new point")
+    dedup_min_similarity: float = Field(0.5, ge=-1, le=1, description="below this cosine a new point is kept without asking")
+
+
+class HemaConfig(StrictModel):
+    chunk_turns: int = Field(12, ge=1, description="turns read per compact-summary update")
+    summary_chars: int = Field(600, ge=50, description="size of the compact summary")
+
+
+class BookmarksConfig(StrictModel):
+    chunk_turns: int = Field(12, ge=1, description="turns per step (one story position)")
+    reuse_overlap: float = Field(0.75, gt=0, le=1, description="token overlap at or above which a question reuses a bookmark")
+    new_overlap: float = Field(0.35, ge=0, le=1, description="token overlap at or below which a question starts a new bookmark")
+    recent_bookmarks: int = Field(8, ge=0, description="recently updated bookmarks shown when proposing questions")
+    max_sync_steps: int = Field(8, ge=1, description="most recent unread steps a model-based synchronization reads")
+    answer_chars: int = Field(600, ge=50, description="size of a bookmark's answer")
+    span_chars: int = Field(160, ge=20, description="size of one concept span")
+
+
 class MemoryConfig(StrictModel):
-    name: Literal["rag-dense", "rag-bm25", "rag-hybrid", "dualmem", "membuilder", "summary"] = "rag-hybrid"
+    name: Literal["rag-dense", "rag-bm25", "rag-hybrid", "dualmem", "membuilder", "summary", "realmem", "hema",
+                  "bookmarks"] = "rag-hybrid"
     chunking: Literal["turn", "pair", "session"] = "pair"
     include_timestamp: bool = True
     index: IndexConfig = Field(default_factory=IndexConfig)
@@ -75,6 +99,9 @@ class MemoryConfig(StrictModel):
     dualmem: DualMemConfig = Field(default_factory=DualMemConfig)
     membuilder: MemBuilderConfig = Field(default_factory=MemBuilderConfig)
     summary: SummaryConfig = Field(default_factory=SummaryConfig)
+    realmem: RealMemConfig = Field(default_factory=RealMemConfig)
+    hema: HemaConfig = Field(default_factory=HemaConfig)
+    bookmarks: BookmarksConfig = Field(default_factory=BookmarksConfig)
 
 
 class RayConfig(StrictModel):
@@ -141,6 +168,62 @@ class RetrievalSuiteConfig(StrictModel):
     skip_invalid: bool = False
     limit: int | None = None
     ray: RayConfig = Field(default_factory=RayConfig)
+
+
+class _MemoryEvalBase(StrictModel):
+    """Shared by the RoleMemo recall, role-play and RealMem-judge evaluations."""
+
+    data: Path
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    memory_bank: Path | None = Field(None, description="score a bank built by `mnemoray memory build` (LLM frameworks)")
+    k: int = Field(10, ge=1, description="memory items retrieved per query")
+    limit: int | None = Field(None, ge=1, description="only the first N histories")
+    max_queries: int | None = Field(None, ge=1, description="only the first N queries per history")
+    skip_invalid: bool = False
+    torch_threads: int | None = Field(1, ge=1, description="torch threads per worker")
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+class RoleMemoRecallConfig(_MemoryEvalBase):
+    """`mnemoray eval rolememo`: Recall@k Fact / Insight by embedding similarity (DESIGN §8)."""
+
+    fact_threshold: float = Field(0.60, ge=-1, le=1, description="a gold fragment is hit at max cosine >= this")
+    insight_threshold: float = Field(0.65, ge=-1, le=1, description="a gold insight is hit at max cosine >= this")
+    similarity_model: str | None = Field(None, description="sentence-transformers model for the similarities; None = packaged all-MiniLM-L6-v2")
+    similarity_device: str = "cpu"
+    out: Path = Path("runs/rolememo")
+
+
+class _JudgedEvalBase(_MemoryEvalBase):
+    judge: Path = Field(Path("configs/llm/tiny_local.yaml"), description="LLM engine config of the judge")
+    judge_runs: int = Field(1, ge=1, description="judge calls per item (distinct seeds), averaged")
+    judge_seed: int = Field(0, description="seed of the first judge run; run i uses judge_seed + i")
+    judge_temperature: float = Field(0.0, ge=0, description="judge sampling temperature")
+    reason_chars: int = Field(300, ge=1, description="cap on the judge's reasoning string")
+    memory_chars: int = Field(4000, ge=100, description="retrieved memory shown in a prompt")
+    judge_tokens: int = Field(384, ge=16)
+
+
+class RolePlayEvalConfig(_JudgedEvalBase):
+    """`mnemoray eval roleplay`: in-character replies from memory, judged on 4 dimensions 0–5."""
+
+    responder: Path = Field(Path("configs/llm/tiny_local.yaml"), description="LLM engine config playing the persona")
+    judge_runs: int = Field(3, ge=1, description="judge calls per reply (distinct seeds), averaged")
+    judge_temperature: float = Field(0.7, ge=0, description="judge sampling temperature (> 0 so seeds matter)")
+    response_chars: int = Field(600, ge=1)
+    persona_chars: int = Field(1500, ge=50)
+    response_tokens: int = Field(256, ge=8)
+    out: Path = Path("runs/roleplay")
+
+
+class RealMemJudgeConfig(_JudgedEvalBase):
+    """`mnemoray eval realmem-judge`: RealMem QA score 0–3, memory recall, memory helpfulness 0–2."""
+
+    answerer: Path = Field(Path("configs/llm/tiny_local.yaml"), description="LLM engine config replying to the user")
+    answer_chars: int = Field(600, ge=1)
+    gold_point_chars: int = Field(800, ge=20, description="chars kept of each gold memory point in judge prompts")
+    answer_tokens: int = Field(256, ge=8)
+    out: Path = Path("runs/realmem_judge")
 
 
 def _parse_value(text: str) -> Any:

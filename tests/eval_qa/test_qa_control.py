@@ -7,36 +7,7 @@ import json
 
 from mnemoray.eval.qa import QASettings, evaluate_qa_sample, summarize_qa
 from mnemoray.eval.qa_prompts import NOT_ANSWERABLE, judge_variant
-from mnemoray.llm.types import ChatResult
-from mnemoray.records import EvalSample, EvidenceQuery, History, MemoryItem, RetrievedItem, Session, Turn
-
-
-class ScriptedEngine:
-    """Replies via `script(request) -> text`; records every request it saw."""
-
-    name, model = "scripted", "scripted"
-
-    def __init__(self, script):
-        self.script, self.seen = script, []
-
-    def generate(self, requests):
-        self.seen.extend(requests)
-        return [ChatResult(id=r.id, text=self.script(r)) for r in requests]
-
-
-class CountingMemory:
-    """Remembers how many sessions it had ingested at each retrieval."""
-
-    def __init__(self):
-        self.sessions, self.seen_at = [], []
-
-    def ingest_many(self, sessions, persona=None):
-        self.sessions.extend(sessions)
-
-    def retrieve_many(self, queries, k):
-        self.seen_at.append(len(self.sessions))
-        items = [MemoryItem(id=s.id, text=s.turns[0].text, session_id=s.id, timestamp=s.timestamp) for s in self.sessions]
-        return [[RetrievedItem(item=it, score=1.0, rank=i) for i, it in enumerate(items[:k])] for _ in queries]
+from mnemoray.records import EvalSample, EvidenceQuery, History, Session, Turn
 
 
 def _sample(dataset="locomo", queries=None):
@@ -55,10 +26,10 @@ def _call(req):
     return req.metadata.get("call")
 
 
-def test_answers_judged_twice_and_asked_at_visible_point():
-    answerer = ScriptedEngine(lambda r: '{"answer": "Paris"}')
-    judge = ScriptedEngine(lambda r: json.dumps({"reasoning": "ok", "label": "CORRECT" if _call(r) == "judge_lenient" else "WRONG"}))
-    memory = CountingMemory()
+def test_answers_judged_twice_and_asked_at_visible_point(scripted_engine, list_memory):
+    answerer = scripted_engine(lambda r: '{"answer": "Paris"}')
+    judge = scripted_engine(lambda r: json.dumps({"reasoning": "ok", "label": "CORRECT" if _call(r) == "judge_lenient" else "WRONG"}))
+    memory = list_memory()
     rows = evaluate_qa_sample(_sample(), lambda: memory, answerer, judge, QASettings(dataset="locomo", k=5))
     assert memory.seen_at == [1, 3]  # q0 after one session, q1 after all three
     assert [r["visible_sessions"] for r in rows] == [1, 3]
@@ -72,8 +43,8 @@ def test_answers_judged_twice_and_asked_at_visible_point():
     assert s["failures"]["judge_failures"] == 0
 
 
-def test_invalid_judge_output_is_retried_then_counted_not_dropped():
-    answerer = ScriptedEngine(lambda r: '{"answer": "Paris"}')
+def test_invalid_judge_output_is_retried_then_counted_not_dropped(scripted_engine, list_memory):
+    answerer = scripted_engine(lambda r: '{"answer": "Paris"}')
 
     def judge_script(r):
         if _call(r) == "judge_strict" and "early?" in r.messages[1].content:
@@ -82,8 +53,8 @@ def test_invalid_judge_output_is_retried_then_counted_not_dropped():
             return '{"reasoning": "x", "label": "MAYBE"}'  # JSON but outside the enum
         return '{"reasoning": "fine", "label": "CORRECT"}'
 
-    judge = ScriptedEngine(judge_script)
-    rows = evaluate_qa_sample(_sample(), CountingMemory, answerer, judge, QASettings(dataset="locomo", max_retries=2))
+    judge = scripted_engine(judge_script)
+    rows = evaluate_qa_sample(_sample(), list_memory, answerer, judge, QASettings(dataset="locomo", max_retries=2))
     assert len(judge.seen) == 4 + 2 * 2  # 4 first tries, then 2 retries of each of the 2 bad calls
     assert rows[0]["label_strict"] is None and rows[0]["judge_failure_strict"]["kind"] == "parse"
     assert rows[0]["judge_failure_strict"]["raw"] == "I think it is correct!"
@@ -95,10 +66,10 @@ def test_invalid_judge_output_is_retried_then_counted_not_dropped():
     assert s["metrics"]["accuracy_lenient"] == 1.0
 
 
-def test_answer_failure_is_counted_and_not_judged():
-    answerer = ScriptedEngine(lambda r: "no json here")
-    judge = ScriptedEngine(lambda r: '{"reasoning": "", "label": "CORRECT"}')
-    rows = evaluate_qa_sample(_sample(), CountingMemory, answerer, judge, QASettings(dataset="locomo", max_retries=0))
+def test_answer_failure_is_counted_and_not_judged(scripted_engine, list_memory):
+    answerer = scripted_engine(lambda r: "no json here")
+    judge = scripted_engine(lambda r: '{"reasoning": "", "label": "CORRECT"}')
+    rows = evaluate_qa_sample(_sample(), list_memory, answerer, judge, QASettings(dataset="locomo", max_retries=0))
     assert judge.seen == []
     assert all(r["answer_failure"]["raw"] == "no json here" and r["f1"] is None for r in rows)
     s = summarize_qa(rows, "locomo", "fake")
@@ -121,12 +92,12 @@ def test_judge_variant_selection():
     assert judge_variant("locomo", _q("a", "temporal")) == "default"  # LoCoMo temporal is not LME's rule
 
 
-def test_type_rules_reach_both_judges_and_adversarial_gold_is_abstention():
+def test_type_rules_reach_both_judges_and_adversarial_gold_is_abstention(scripted_engine, list_memory):
     queries = [_q("t", "temporal-reasoning", "19 days"), _q("k", "knowledge-update", "Berlin"),
                _q("p", "single-session-preference", "suggest vegan places")]
-    answerer = ScriptedEngine(lambda r: '{"answer": "Not mentioned in the conversation"}')
-    judge = ScriptedEngine(lambda r: '{"reasoning": "", "label": "WRONG"}')
-    rows = evaluate_qa_sample(_sample("longmemeval", queries), CountingMemory, answerer, judge,
+    answerer = scripted_engine(lambda r: '{"answer": "Not mentioned in the conversation"}')
+    judge = scripted_engine(lambda r: '{"reasoning": "", "label": "WRONG"}')
+    rows = evaluate_qa_sample(_sample("longmemeval", queries), list_memory, answerer, judge,
                               QASettings(dataset="longmemeval"))
     assert [r["judge_variant"] for r in rows] == ["temporal", "knowledge-update", "preference"]
     prompts = [r.messages[1].content for r in judge.seen]
@@ -135,17 +106,17 @@ def test_type_rules_reach_both_judges_and_adversarial_gold_is_abstention():
     assert sum("rubric" in p for p in prompts) == 2
 
     adv = [_q("a", "adversarial", "Sweden")]
-    judge = ScriptedEngine(lambda r: '{"reasoning": "", "label": "CORRECT"}')
-    rows = evaluate_qa_sample(_sample("locomo", adv), CountingMemory, answerer, judge, QASettings(dataset="locomo"))
+    judge = scripted_engine(lambda r: '{"reasoning": "", "label": "CORRECT"}')
+    rows = evaluate_qa_sample(_sample("locomo", adv), list_memory, answerer, judge, QASettings(dataset="locomo"))
     assert rows[0]["gold"] == NOT_ANSWERABLE and rows[0]["distractor"] == "Sweden"
     assert rows[0]["f1"] == 1.0  # LoCoMo's rule: the answer says it is not mentioned
     assert all("Sweden" in r.messages[1].content and "not available" in r.messages[1].content for r in judge.seen)
 
 
-def test_max_queries_and_unanswerable_queries_skipped():
+def test_max_queries_and_unanswerable_queries_skipped(scripted_engine, list_memory):
     queries = [_q("a", "single-hop"), _q("b", "single-hop", answer=None), _q("c", "single-hop"), _q("d", "single-hop")]
-    answerer = ScriptedEngine(lambda r: '{"answer": "x"}')
-    judge = ScriptedEngine(lambda r: '{"reasoning": "", "label": "CORRECT"}')
-    rows = evaluate_qa_sample(_sample("locomo", queries), CountingMemory, answerer, judge,
+    answerer = scripted_engine(lambda r: '{"answer": "x"}')
+    judge = scripted_engine(lambda r: '{"reasoning": "", "label": "CORRECT"}')
+    rows = evaluate_qa_sample(_sample("locomo", queries), list_memory, answerer, judge,
                               QASettings(dataset="locomo", max_queries=2))
     assert [r["query_id"] for r in rows] == ["a", "c"]

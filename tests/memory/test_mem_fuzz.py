@@ -67,3 +67,107 @@ def test_raw_text_through_the_structured_parser_gives_value_or_typed_error(text)
         return
     ops, errors = parse_store_ops(value, ["ADD", "UPDATE", "MERGE"], {})
     assert all(isinstance(e, OpError) for e in errors)
+
+
+# ---- RealMem, HEMA, BOOKMARKS parsers --------------------------------------------------------
+
+point_like = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["Dynamic", "static", "Schedule", "Weekly", ""]) | json_values,
+    "tag": st.sampled_from(["Confirmed", "draft", "Maybe"]) | json_values,
+    "content": st.text(max_size=30) | json_values,
+    "turns": st.lists(st.sampled_from(["T1", "t2", "T9", ""]), max_size=3) | json_values,
+})
+decision_like = st.fixed_dictionaries({}, optional={
+    "point": st.sampled_from(["N1", "n2", "N3", "E1", ""]) | json_values,
+    "action": st.sampled_from(["keep", "DISCARD", "merge", "delete"]) | json_values,
+    "target": st.sampled_from(["E1", "e2", "E7", ""]) | json_values,
+    "content": st.text(max_size=30) | json_values,
+})
+question_like = st.fixed_dictionaries({}, optional={
+    "tag": st.sampled_from(["concept", "State", "behavioral", "mood"]) | json_values,
+    "query": st.text(max_size=30) | json_values,
+    "keywords": st.lists(st.text(max_size=8), max_size=3) | json_values,
+})
+new_answers = json_values | st.fixed_dictionaries({"points": st.lists(point_like | json_values, max_size=5)}) | \
+    st.fixed_dictionaries({"decisions": st.lists(decision_like | json_values, max_size=5)}) | \
+    st.fixed_dictionaries({"questions": st.lists(question_like | json_values, max_size=5)}) | \
+    st.fixed_dictionaries({}, optional={"found": st.booleans() | json_values, "answer": st.text(max_size=10) | json_values,
+                                        "same": st.booleans() | json_values, "summary": st.text(max_size=10) | json_values,
+                                        "actions": st.lists(st.sampled_from(["A1", "a2", "A9"]), max_size=3) | json_values})
+
+
+mostly_valid_decision = st.fixed_dictionaries({
+    "point": st.sampled_from(["N1", "N2", "N3", "n1", "X"]),
+    "action": st.sampled_from(["keep", "discard", "merge", "MERGE", "drop"]),
+    "target": st.sampled_from(["E1", "E2", "e1", "", "E9"]),
+    "content": st.text(max_size=20),
+})
+dedup_answers = new_answers | st.fixed_dictionaries(
+    {"decisions": st.lists(mostly_valid_decision | decision_like | json_values, max_size=6)})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(new_answers, dedup_answers)
+def test_realmem_points_and_dedup_never_crash_and_merges_leave_no_stale_copy(points_value, decisions_value):
+    from mnemoray.memory.realmem import MemoryPoint, Pending, PointStore, apply_decision, parse_dedup, parse_points
+
+    points, errors = parse_points(points_value)
+    assert all(isinstance(p, MemoryPoint) and p.content.strip() for p in points)
+    assert all(isinstance(e, OpError) for e in errors)
+    store = PointStore()
+    e1 = store.keep(Pending(MemoryPoint("Static", "Confirmed", "Ann likes tea."), PROV), None).item.id
+    e2 = store.keep(Pending(MemoryPoint("Dynamic", "Confirmed", "Ann moved to York."), PROV), None).item.id
+    names = ["N1", "N2", "N3"]
+    decisions, errors = parse_dedup(decisions_value, names, ["E1", "E2"])
+    assert set(decisions) <= set(names) and all(isinstance(e, OpError) for e in errors)
+    news = [Pending(MemoryPoint("Static", "Confirmed", f"new point {n}"), Provenance("h:S2", (n,), None)) for n in names]
+    handles = {"E1": e1, "E2": e2}
+    replaced = set()
+    for name, pending in zip(names, news):
+        decision = decisions.get(name)
+        target = store.resolve(handles[decision.target]) if decision and decision.target else None
+        try:
+            op = apply_decision(store, pending, decision, handles, None)
+        except OpError:
+            continue
+        if op.op == "MERGE":
+            replaced.add(target)
+    assert not replaced & set(store.items)  # a merged point is gone, not kept beside its replacement
+    assert len(store) <= 2 + len(names)
+    for item in store.values():
+        assert item.turn_ids and item.metadata["sessions"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(new_answers)
+def test_bookmarks_and_hema_parsers_yield_values_or_typed_errors(value):
+    from mnemoray.memory.bookmarks import BOOKMARK_TAGS, parse_actions, parse_questions, parse_same, parse_state
+    from mnemoray.memory.hema import parse_summary
+
+    questions, errors = parse_questions(value)
+    assert all(q.tag in BOOKMARK_TAGS and q.query.strip() for q in questions)
+    assert all(isinstance(e, OpError) for e in errors)
+    same, error = parse_same(value)
+    assert (same is None) == (error is not None) and same in (None, True, False)
+    answer, error = parse_state(value)
+    assert answer is None or (isinstance(answer, str) and answer and error is None)
+    assert error is None or isinstance(error, OpError)
+    picked, errors = parse_actions(value, ["A1", "A2"])
+    assert set(picked) <= {"A1", "A2"} and all(isinstance(e, OpError) for e in errors)
+    text, error = parse_summary(value, 20)
+    assert (text is None) == (error is not None) and (text is None or 0 < len(text) <= 20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80) | new_answers.map(json.dumps))
+def test_raw_text_through_the_new_schemas_gives_value_or_typed_error(text):
+    from mnemoray.memory.bookmarks import parse_questions
+    from mnemoray.memory.realmem import parse_points
+
+    for framework, name, parser in (("realmem", "extract", parse_points), ("bookmarks", "propose", parse_questions)):
+        try:
+            value = parse_and_validate(text, load_prompt(framework, name).schema)
+        except (ParseError, SchemaError):
+            continue
+        _, errors = parser(value)
+        assert all(isinstance(e, OpError) for e in errors)

@@ -35,6 +35,10 @@ def kept_ids(out: Path) -> dict[str, list[str]]:
     return {name: sorted(StageStore(out, name).read("kept", ["id"]).column(0).to_pylist()) for name in ALL_STAGES}
 
 
+def truth_ids(out: Path) -> list[str]:
+    return sorted(pq.read_table(out / "dataset" / "ground_truth.parquet").column("id").to_pylist())
+
+
 @pytest.fixture(scope="module")
 def tiny_run(ray_local, tiny_cache, tmp_path_factory):
     from mnemoray.pipelines.synth import run_rolememo
@@ -120,8 +124,7 @@ def test_a_killed_driver_resumes_to_the_same_ids_without_duplicates(tiny_run, ti
     resumed, reference = kept_ids(out), kept_ids(ref_cfg.out)
     assert resumed == reference
     assert stats["stages"]["insights"]["inputs"] == 8  # not redone
-    truth = lambda p: sorted(pq.read_table(p / "dataset" / "ground_truth.parquet").column("id").to_pylist())  # noqa: E731
-    assert truth(out) == truth(ref_cfg.out)
+    assert truth_ids(out) == truth_ids(ref_cfg.out)
 
 
 def test_endpoint_faults_end_in_rejects_and_the_run_completes(ray_local, tiny_cache, tmp_path):
@@ -152,3 +155,85 @@ def test_endpoint_faults_end_in_rejects_and_the_run_completes(ray_local, tiny_ca
         source = StageStore(cfg.out, stage.source).read("kept", ["id"]).num_rows
         assert stats["stages"][stage.name]["inputs"] == source, stage.name
     assert stats["histories"]["count"] == 8
+
+
+# -- the streaming pipeline's engine fleet, and the stage-by-stage mode, against one reference ----
+
+def endpoint_overrides(out: Path, llm: Path, tokenizer: Path, *extra: str) -> list[str]:
+    return [f"out={out}", f"llm={llm}", "llm_overrides=[]", f"tokenizer={tokenizer}", *extra]
+
+
+@pytest.fixture(scope="module")
+def endpoint_run(ray_local, tiny_cache, tmp_path_factory):
+    """An uninterrupted stream-mode run through the zero-fault endpoint (answers depend only
+    on the request, so any other run through it must end with the same records)."""
+    from mnemoray.llm.fault_server import FaultConfig, FaultServer
+    from mnemoray.llm.tiny import ensure_tiny
+    from mnemoray.pipelines.synth import run_rolememo
+
+    root = tmp_path_factory.mktemp("endpoint")
+    tokenizer = ensure_tiny(tiny_cache, arch="qwen2", seed=0)
+    with FaultServer(FaultConfig(latency_ms=30, vary_strings=True)) as url:
+        llm = root / "llm.yaml"
+        llm.write_text(f"engine: openai\nmodel: fault-model\nbase_url: {url}\nmax_in_flight: 16\n"
+                       "timeout_s: 10\nmax_retries: 2\nstructured_retries: 1\n")
+        cfg = load_config(RoleMemoConfig, LOCAL, endpoint_overrides(root / "reference", llm, tokenizer))
+        stats = run_rolememo(cfg)
+        yield {"cfg": cfg, "stats": stats, "llm": llm, "tokenizer": tokenizer, "root": root}
+
+
+def engine_actor_pids() -> list[int]:
+    """Processes of the fleet's engine actors (Ray titles an actor process `ray::<class>`)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "cmdline").read_bytes().startswith(b"ray::_EngineUDF"):
+                    pids.append(int(proc.name))
+    return pids
+
+
+def test_the_stream_reaches_every_stage_through_the_endpoint(endpoint_run):
+    stats = endpoint_run["stats"]
+    assert stats["histories"]["count"] == 8
+    for stage in STAGES:  # nothing lost between stages: every source record was an input
+        source = StageStore(endpoint_run["cfg"].out, stage.source).read("kept", ["id"]).num_rows
+        assert stats["stages"][stage.name]["inputs"] == source > 0, stage.name
+    assert all(r["mode"] == "stream" for r in stats["this_run"] if r["stage"] != "histories")
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds actor processes through /proc")
+def test_a_killed_engine_worker_is_restarted_and_nothing_is_lost(endpoint_run, tmp_path):
+    import threading
+
+    from mnemoray.pipelines.synth import run_rolememo
+
+    cfg = load_config(RoleMemoConfig, LOCAL, endpoint_overrides(tmp_path / "run", endpoint_run["llm"],
+                                                                 endpoint_run["tokenizer"]))
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(stats=run_rolememo(cfg)))
+    runner.start()
+    done_dir = cfg.out / "stages" / "insight_check" / "done"
+    killed = []
+    while runner.is_alive() and not killed:
+        pids = engine_actor_pids()
+        if pids and done_dir.is_dir() and any(done_dir.glob("part-*.parquet")):
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+        time.sleep(0.1)
+    runner.join()
+    assert killed, "the run finished before its engine worker could be killed"
+    assert "stats" in result, "the run did not finish"
+    assert kept_ids(cfg.out) == kept_ids(endpoint_run["cfg"].out)
+    assert not any(r.startswith("llm_") for s in result["stats"]["stages"].values() for r in s["rejected_by_reason"])
+
+
+def test_the_stage_by_stage_mode_builds_the_same_dataset(endpoint_run, tmp_path):
+    from mnemoray.pipelines.synth import run_rolememo
+
+    cfg = load_config(RoleMemoConfig, LOCAL, endpoint_overrides(tmp_path / "run", endpoint_run["llm"],
+                                                                 endpoint_run["tokenizer"], "ray.mode=stages"))
+    stats = run_rolememo(cfg)
+    assert {r["mode"] for r in stats["this_run"] if r["stage"] != "histories"} == {"stages"}
+    assert kept_ids(cfg.out) == kept_ids(endpoint_run["cfg"].out)
+    assert truth_ids(cfg.out) == truth_ids(endpoint_run["cfg"].out)

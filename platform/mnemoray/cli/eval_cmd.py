@@ -1,4 +1,4 @@
-"""`mnemoray eval`: retrieval evaluation runs, the main retrieval suite, and comparisons."""
+"""`mnemoray eval`: retrieval, QA, RoleMemo recall, role-play and RealMem judge runs; the suite; comparisons."""
 
 from __future__ import annotations
 
@@ -129,3 +129,116 @@ def qa(
     typer.echo(f"{summary['n_queries']} questions: {shown}; answer failures {f['answer']}, "
                f"judge failures {f['judge_failures']}")
     typer.echo(f"outputs in {cfg.out}/ (metrics.json, per_query.jsonl, report.md)")
+
+
+
+def _print_judged(summary: dict, out: Path) -> None:
+    from mnemoray.eval.compare import print_comparison, wide_console
+
+    print_comparison([out], wide_console())
+    for name, d in (summary.get("dimensions") or {}).items():
+        mean = "n/a" if d["mean"] is None else format(d["mean"], ".3f")
+        typer.echo(f"{name}: mean {mean} (judge runs scored {d['n_scored']}, failed {d['n_failed']}, "
+                   f"clipped {d['n_clipped']}; items scored {d['n_items_scored']}/{d['n_items']})")
+    if summary.get("pooled"):
+        typer.echo("pooled: " + ", ".join(f"{st} {v['hits']}/{v['gold']}" for st, v in summary["pooled"].items()))
+    if summary.get("failures"):
+        typer.echo("failures: " + ", ".join(f"{k} {v}" for k, v in summary["failures"].items()))
+    if summary.get("invalid_records"):
+        typer.echo(f"{len(summary['invalid_records'])} invalid records skipped")
+    typer.echo(f"outputs in {out}/ (metrics.json, per_query.jsonl, report.md)")
+
+
+_MEMORY_HELP = "rag-dense, rag-bm25, rag-hybrid, or an LLM framework with --memory-bank"
+
+
+@app.command("rolememo")
+@friendly_errors
+def rolememo(
+    data: Path = typer.Option(None, help="a `mnemoray synth rolememo` run folder (or its dataset/)"),
+    memory: str = typer.Option(None, help=_MEMORY_HELP),
+    memory_bank: Path = typer.Option(None, "--memory-bank", help="a folder written by `mnemoray memory build`"),
+    k: int = typer.Option(None, "--k", help="retrieved items per query (default 10)"),
+    fact_threshold: float = typer.Option(None, "--fact-threshold", help="cosine for a fact hit (default 0.60)"),
+    insight_threshold: float = typer.Option(None, "--insight-threshold", help="cosine for an insight hit (default 0.65)"),
+    limit: int = typer.Option(None, help="evaluate only the first N histories"),
+    max_queries: int = typer.Option(None, "--max-queries", help="only the first N queries per history"),
+    out: Path = typer.Option(None, help="output folder (metrics.json, per_query.jsonl, report.md)"),
+    config: Path = typer.Option(None, help="YAML config (e.g. configs/eval/rolememo_local.yaml); flags override it"),
+    address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
+    overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. ray.workers=1"),
+) -> None:
+    """RoleMemo Recall@k Fact / Insight: max cosine of each gold fragment / insight to the top-k memory."""
+    from mnemoray.config import RoleMemoRecallConfig
+    from mnemoray.pipelines.judge_evals import run_rolememo_eval
+
+    extra = flag_overrides({
+        "data": data, "memory.name": memory, "memory_bank": memory_bank, "k": k, "fact_threshold": fact_threshold,
+        "insight_threshold": insight_threshold, "limit": limit, "max_queries": max_queries, "out": out,
+        "ray.address": address, "skip_invalid": skip_invalid,
+    }) + list(overrides or [])
+    cfg = load_config(RoleMemoRecallConfig, config, extra)
+    _print_judged(run_rolememo_eval(cfg), cfg.out)
+
+
+@app.command("roleplay")
+@friendly_errors
+def roleplay(
+    data: Path = typer.Option(None, help="a `mnemoray synth rolememo` run folder (or its dataset/)"),
+    memory: str = typer.Option(None, help=_MEMORY_HELP),
+    memory_bank: Path = typer.Option(None, "--memory-bank", help="a folder written by `mnemoray memory build`"),
+    responder: Path = typer.Option(None, help="LLM engine config playing the persona"),
+    judge: Path = typer.Option(None, help="LLM engine config judging the replies"),
+    judge_runs: int = typer.Option(None, "--judge-runs", help="judge calls per reply, averaged (default 3)"),
+    k: int = typer.Option(None, "--k", help="retrieved items per query (default 10)"),
+    limit: int = typer.Option(None, help="evaluate only the first N histories"),
+    max_queries: int = typer.Option(None, "--max-queries", help="only the first N queries per history"),
+    out: Path = typer.Option(None, help="output folder (metrics.json, per_query.jsonl, report.md)"),
+    config: Path = typer.Option(None, help="YAML config (e.g. configs/eval/roleplay_local.yaml); flags override it"),
+    address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
+    overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. judge_seed=7"),
+) -> None:
+    """Role-play quality: in-character replies from memory, judged 0-5 on 4 dimensions, runs averaged."""
+    from mnemoray.config import RolePlayEvalConfig
+    from mnemoray.pipelines.judge_evals import run_roleplay_eval
+
+    extra = flag_overrides({
+        "data": data, "memory.name": memory, "memory_bank": memory_bank, "responder": responder, "judge": judge,
+        "judge_runs": judge_runs, "k": k, "limit": limit, "max_queries": max_queries, "out": out,
+        "ray.address": address, "skip_invalid": skip_invalid,
+    }) + list(overrides or [])
+    cfg = load_config(RolePlayEvalConfig, config, extra)
+    _print_judged(run_roleplay_eval(cfg), cfg.out)
+
+
+@app.command("realmem-judge")
+@friendly_errors
+def realmem_judge(
+    data: Path = typer.Option(None, help="RealMem *_dialogues_256k.json file or folder"),
+    memory: str = typer.Option(None, help=_MEMORY_HELP),
+    memory_bank: Path = typer.Option(None, "--memory-bank", help="a folder written by `mnemoray memory build`"),
+    answerer: Path = typer.Option(None, help="LLM engine config replying to the user"),
+    judge: Path = typer.Option(None, help="LLM engine config judging answers and memory"),
+    judge_runs: int = typer.Option(None, "--judge-runs", help="judge calls per item, averaged (default 1)"),
+    k: int = typer.Option(None, "--k", help="retrieved items per query (default 10)"),
+    limit: int = typer.Option(None, help="evaluate only the first N histories"),
+    max_queries: int = typer.Option(None, "--max-queries", help="only the first N queries per history"),
+    out: Path = typer.Option(None, help="output folder (metrics.json, per_query.jsonl, report.md)"),
+    config: Path = typer.Option(None, help="YAML config (e.g. configs/eval/realmem_judge_local.yaml)"),
+    address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
+    overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. ray.workers=1"),
+) -> None:
+    """RealMem LLM metrics: QA score 0-3, memory recall, memory helpfulness 0-2 (+ evidence recall)."""
+    from mnemoray.config import RealMemJudgeConfig
+    from mnemoray.pipelines.judge_evals import run_realmem_judge
+
+    extra = flag_overrides({
+        "data": data, "memory.name": memory, "memory_bank": memory_bank, "answerer": answerer, "judge": judge,
+        "judge_runs": judge_runs, "k": k, "limit": limit, "max_queries": max_queries, "out": out,
+        "ray.address": address, "skip_invalid": skip_invalid,
+    }) + list(overrides or [])
+    cfg = load_config(RealMemJudgeConfig, config, extra)
+    _print_judged(run_realmem_judge(cfg), cfg.out)

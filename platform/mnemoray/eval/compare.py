@@ -22,6 +22,18 @@ def load_runs(dirs: list[Path]) -> list[dict[str, Any]]:
     return runs
 
 
+def eval_kind(run: dict[str, Any]) -> str:
+    """Which evaluation wrote a run: its own `eval` field, else retrieval or QA by its metrics."""
+    if run.get("eval"):
+        return str(run["eval"])
+    return "qa" if "accuracy_lenient" in run.get("metrics", {}) else "retrieval"
+
+
+def _value(run: dict[str, Any], column: str) -> float | None:
+    v = run["metrics"].get(column)
+    return v if isinstance(v, (int, float)) else None
+
+
 def _columns(runs: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
     """The preferred retrieval columns that runs have, then any other metric (e.g. QA accuracy)."""
     present = [c for c in columns if any(c in r["metrics"] for r in runs)]
@@ -31,27 +43,30 @@ def _columns(runs: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
 
 def comparison_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_COLUMNS) -> Table:
     present = _columns(runs, columns)
-    table = Table(title="Evaluation runs side by side (retrieval k = distinct evidence units)", show_lines=False)
-    for head in ("dataset", "memory", "queries", *present):
-        table.add_column(head, justify="right" if head not in ("dataset", "memory") else "left", no_wrap=True)
-    for r in sorted(runs, key=lambda x: (x["dataset"], x["memory"])):
+    table = Table(title="Evaluation runs side by side (retrieval k = distinct evidence units; n/a = nothing scored)",
+                  show_lines=False)
+    for head in ("dataset", "memory", "eval", "queries", *present):
+        table.add_column(head, justify="right" if head not in ("dataset", "memory", "eval") else "left", no_wrap=True)
+    for r in sorted(runs, key=lambda x: (x["dataset"], x["memory"], eval_kind(x))):
         cells = []
         for c in present:
-            v = r["metrics"].get(c)
-            top = max(o["metrics"].get(c, -1.0) for o in runs if o["dataset"] == r["dataset"])
-            text = "-" if v is None else f"{v:.3f}"
+            v = _value(r, c)
+            top = max((_value(o, c) for o in runs if o["dataset"] == r["dataset"] and _value(o, c) is not None),
+                      default=None)
+            text = ("n/a" if c in r["metrics"] else "-") if v is None else f"{v:.3f}"
             cells.append(f"[bold]{text}[/bold]" if v is not None and v == top else text)
-        table.add_row(r["dataset"], r["memory"], str(r["n_queries"]), *cells)
+        table.add_row(r["dataset"], r["memory"], eval_kind(r), str(r["n_queries"]), *cells)
     return table
 
 
 def markdown_table(runs: list[dict[str, Any]], columns: tuple[str, ...] = DEFAULT_COLUMNS) -> str:
     present = _columns(runs, columns)
-    lines = ["| dataset | memory | queries | " + " | ".join(present) + " |",
-             "| --- | --- | ---: | " + " | ".join("---:" for _ in present) + " |"]
-    for r in sorted(runs, key=lambda x: (x["dataset"], x["memory"])):
-        vals = " | ".join(f"{r['metrics'][c]:.3f}" if c in r["metrics"] else "-" for c in present)
-        lines.append(f"| {r['dataset']} | {r['memory']} | {r['n_queries']} | {vals} |")
+    lines = ["| dataset | memory | eval | queries | " + " | ".join(present) + " |",
+             "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in present) + " |"]
+    for r in sorted(runs, key=lambda x: (x["dataset"], x["memory"], eval_kind(x))):
+        vals = " | ".join(f"{_value(r, c):.3f}" if _value(r, c) is not None else ("n/a" if c in r["metrics"] else "-")
+                          for c in present)
+        lines.append(f"| {r['dataset']} | {r['memory']} | {eval_kind(r)} | {r['n_queries']} | {vals} |")
     return "\n".join(lines)
 
 

@@ -92,3 +92,47 @@ def write_report(summary: dict[str, Any], out: Path) -> None:
         lines += ["", "## Skipped invalid records", ""] + [f"- {e}" for e in summary["invalid_records"]]
     lines += ["", "![recall against k](recall_at_k.png)", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A figure for a Markdown table: n/a for a missing value (e.g. nothing could be scored)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def plot_grouped_bars(groups: dict[str, dict[str, Any]], series: list[tuple[str, str]], path: Path, title: str,
+                      ylabel: str = "score", ymax: float | None = 1.02) -> None:
+    """One bar per (group, series); missing values are drawn as empty bars (height 0, hatched)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(groups)
+    width = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names) * max(1, len(series)) / 2 + 2), 3.6), dpi=120)
+    for i, (key, label) in enumerate(series):
+        vals = [groups[g].get(key) for g in names]
+        bars = ax.bar([x + i * width for x in range(len(names))], [v or 0.0 for v in vals], width, label=label)
+        for bar, v in zip(bars, vals):
+            if v is None:
+                bar.set_hatch("//")
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(names))])
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    if ymax is not None:
+        ax.set_ylim(0, ymax * 1.2)  # headroom for the legend above the bars
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="x-small", ncol=min(len(series), 2), loc="upper left")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_run_files(summary: dict[str, Any], out: Path, lines: list[str]) -> None:
+    """metrics.json and report.md of a run (plots are written by the caller, into `out`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    if summary.get("invalid_records"):
+        lines = lines + ["", "## Skipped invalid records", ""] + [f"- {e}" for e in summary["invalid_records"]]
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

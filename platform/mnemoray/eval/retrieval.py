@@ -7,7 +7,8 @@ were ingested, so no memory ever sees the future.
 k counts distinct evidence units: a retrieved item that adds no new evidence id at the
 gold level (a second turn pair of an already retrieved session, when gold is a session)
 is collapsed into the earlier one, as in LongMemEval's turn-to-session evaluation. To
-fill k units the memory is asked for `overfetch` × k items.
+fill k units the memory is asked for `overfetch` × k items. Abstention questions
+(`metadata["abstention"]`, LongMemEval `_abs`) have no evidence to find and are skipped.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def evaluate_sample(sample: EvalSample, make_memory: Callable[[], MemoryFramewor
     n = len(history.sessions)
     due: dict[int, list] = defaultdict(list)
     for q in sample.queries:
+        if q.metadata.get("abstention"):  # nothing to retrieve by design (LongMemEval `_abs`): not scored
+            continue
         v = n if q.visible_sessions is None else max(0, min(q.visible_sessions, n))
         due[v].append(q)
     memory = make_memory()

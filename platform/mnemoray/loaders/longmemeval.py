@@ -1,7 +1,10 @@
 """LongMemEval (`longmemeval_s` / `_m` / `_oracle`): one haystack history per question.
 
 Protocol: the question is asked after its haystack (sessions dated after the question
-are hidden); gold = `answer_session_ids`; abstention questions (`_abs`) are excluded.
+are hidden); gold = `answer_session_ids`. Abstention questions (`_abs`: the haystack does
+not hold the answer) are kept with `metadata["abstention"] = True`, so QA evaluation can
+judge them with the abstention rule; evidence-retrieval evaluation leaves them out, as
+LongMemEval's own retrieval metrics do.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def _parse_date(text: str | None) -> datetime | None:
     return None
 
 
-def parse_question(path: Path, index: int, raw: Any) -> EvalSample | None:
+def parse_question(path: Path, index: int, raw: Any) -> EvalSample:
     record = raw.get("question_id", index) if isinstance(raw, dict) else index
     if not isinstance(raw, dict):
         raise DatasetError(path, record, None, "expected a JSON object per question")
@@ -68,8 +71,6 @@ def parse_question(path: Path, index: int, raw: Any) -> EvalSample | None:
         q = _RawQuestion.model_validate(raw)
     except ValidationError as err:
         raise from_validation_error(path, record, err) from None
-    if q.question_id.endswith("_abs"):
-        return None
     dates = q.haystack_dates or [None] * len(q.haystack_sessions)
     order = sorted(range(len(q.haystack_sessions)), key=lambda i: (_parse_date(dates[i]) or datetime.min, i))
     sessions = []
@@ -95,7 +96,7 @@ def parse_question(path: Path, index: int, raw: Any) -> EvalSample | None:
         category=q.question_type,
         answer=None if q.answer is None else str(q.answer),
         visible_sessions=visible,
-        metadata={"question_date": q.question_date},
+        metadata={"question_date": q.question_date, "abstention": q.question_id.endswith("_abs")},
     )
     return EvalSample(history=history, queries=[query])
 
@@ -111,7 +112,6 @@ def iter_longmemeval(path: Path) -> Iterator[EvalSample | DatasetError]:
             except DatasetError as err:
                 yield err
                 continue
-            if sample is not None:
-                yield sample
+            yield sample
     except DatasetError as err:
         yield err

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
+from mnemoray.memory.bookmarks import BookmarksMemory
 from mnemoray.memory.dualmem import DualMemMemory
+from mnemoray.memory.hema import HemaMemory
 from mnemoray.memory.membuilder import MemBuilderMemory
 from mnemoray.memory.rag import RagMemory
+from mnemoray.memory.realmem import RealMemMemory
 from mnemoray.memory.summary import SummaryMemory
 
 FRAMEWORKS = {
@@ -16,9 +19,12 @@ FRAMEWORKS = {
     "dualmem": DualMemMemory,
     "membuilder": MemBuilderMemory,
     "summary": SummaryMemory,
+    "realmem": RealMemMemory,
+    "hema": HemaMemory,
+    "bookmarks": BookmarksMemory,
 }
 # Frameworks whose memory is written by a memory model (they take engine=, log=, max_retries=).
-LLM_FRAMEWORKS = ("dualmem", "membuilder", "summary")
+LLM_FRAMEWORKS = ("dualmem", "membuilder", "summary", "realmem", "hema", "bookmarks")
 
 
 def build_memory(config: MemoryConfig, **kwargs) -> MemoryFramework:

@@ -15,7 +15,7 @@ from typing import Any
 
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
-from mnemoray.memory.llm_calls import CallSpec, LLMMemoryFramework
+from mnemoray.memory.llm_calls import CallSpec, EmbeddingRetrieval, LLMMemoryFramework
 from mnemoray.memory.ops import ItemStore, OpError, Provenance, _union, normalize_text, widen
 from mnemoray.memory.prompts import fit, load_prompt
 from mnemoray.memory.ranking import rank_items
@@ -96,7 +96,7 @@ def apply_extraction(facts: ItemStore, insights: ItemStore, value: Any, prov: Pr
     return ops, errors
 
 
-class DualMemMemory(LLMMemoryFramework, MemoryFramework):
+class DualMemMemory(EmbeddingRetrieval, LLMMemoryFramework, MemoryFramework):
     name = "dualmem"
 
     def __init__(self, config: MemoryConfig, engine=None, embedder=None, log: TrajectoryLog | None = None,
@@ -164,17 +164,10 @@ class DualMemMemory(LLMMemoryFramework, MemoryFramework):
             done, errors = apply_extraction(self.facts, self.insights, outcome.parsed, prov, handles,
                                             self.similar_fact, self.settings.min_insight_refs)
             ops.extend(done)
-            self._note_errors(session.id, errors)
+            self._note_errors(session.id, None, errors)
         return ops
 
-    def _note_errors(self, session_id: str, errors: list[OpError]) -> None:
-        self.log.note("op_errors", len(errors))
-        self.op_errors.extend(f"{session_id}: {e}" for e in errors)
-
     # -- retrieval -------------------------------------------------------------------------------
-
-    def retrieve(self, query: str, k: int) -> list[RetrievedItem]:
-        return self.retrieve_many([query], k)[0]
 
     def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[RetrievedItem]]:
         items = self.memory_items()

@@ -7,14 +7,18 @@ and written to the trajectory log) so a framework keeps going instead of crashin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mnemoray.config import LLMCallConfig
 from mnemoray.llm.structured import generate_structured
 from mnemoray.llm.types import ChatMessage, ChatRequest, ChatResult, Engine, SamplingParams
+from mnemoray.memory.ops import OpError
 from mnemoray.memory.prompts import PromptSpec, clamp_schema, restrict_ids
+from mnemoray.memory.ranking import EmbeddingCache, rank_items
 from mnemoray.memory.trajectory import TrajectoryLog
+from mnemoray.records import RetrievedItem
 
 
 @dataclass
@@ -113,8 +117,6 @@ class LLMMemoryFramework:
 
     def embedding_cache(self):
         """Embeddings of memory texts, with the configured (or given) sentence encoder."""
-        from mnemoray.memory.ranking import EmbeddingCache
-
         embedder = self._embedder
         if embedder is None:
             from mnemoray.index.embedder import Embedder
@@ -122,3 +124,26 @@ class LLMMemoryFramework:
             idx = self.config.index
             embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
         return EmbeddingCache(embedder)
+
+    def _note_errors(self, session_id: str, call: str | None, errors: list[OpError]) -> None:
+        """Count op errors and keep them as "<session> <call>: <error>" ("<session>: <error>" without a call)."""
+        where = f"{session_id} {call}" if call else session_id
+        self.log.note("op_errors", len(errors))
+        self.op_errors.extend(f"{where}: {e}" for e in errors)
+
+
+class EmbeddingRetrieval:
+    """`retrieve`/`retrieve_many` ranking `memory_items()` by embedding through `self.cache`.
+
+    Mixed in before `LLMMemoryFramework` by frameworks that set `self.cache = self.embedding_cache()`.
+    """
+
+    cache: EmbeddingCache
+
+    def retrieve(self, query: str, k: int) -> list[RetrievedItem]:
+        return self.retrieve_many([query], k)[0]
+
+    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[RetrievedItem]]:
+        items = self.memory_items()
+        return [[RetrievedItem(item=items[i], score=s, rank=r) for r, (i, s) in enumerate(ranked, start=1)]
+                for ranked in rank_items(self.cache, list(queries), items, k)]

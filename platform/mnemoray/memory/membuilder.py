@@ -10,19 +10,18 @@ if that fails, whole lines are kept up to the limit and the event is counted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
-from mnemoray.memory.llm_calls import CallSpec, LLMMemoryFramework
-from mnemoray.memory.ops import (CoreBlock, CoreOp, ItemStore, OpError, Provenance, apply_store_ops, fit_core,
+from mnemoray.memory.llm_calls import CallSpec, EmbeddingRetrieval, LLMMemoryFramework
+from mnemoray.memory.ops import (CoreBlock, CoreOp, ItemStore, Provenance, apply_store_ops, fit_core,
                                  parse_core_ops, parse_store_ops)
 from mnemoray.memory.prompts import fit, load_prompt
 from mnemoray.memory.ranking import rank_items
 from mnemoray.memory.trajectory import TrajectoryLog
 from mnemoray.memory.transcript import spoken_turns, transcript
-from mnemoray.records import MemoryItem, MemoryOp, Persona, RetrievedItem, Session
+from mnemoray.records import MemoryItem, MemoryOp, Persona, Session
 
 # store -> (handle letter shown to the model, allowed actions)
 STORES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -32,7 +31,7 @@ STORES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class MemBuilderMemory(LLMMemoryFramework, MemoryFramework):
+class MemBuilderMemory(EmbeddingRetrieval, LLMMemoryFramework, MemoryFramework):
     name = "membuilder"
 
     def __init__(self, config: MemoryConfig, engine=None, embedder=None, log: TrajectoryLog | None = None,
@@ -116,20 +115,6 @@ class MemBuilderMemory(LLMMemoryFramework, MemoryFramework):
             self.log.note("core_truncated")
             done, _ = self.core.apply([CoreOp("REWRITE", fit_core(self.core.text, limit))], prov)
         return [op.model_copy(update={"reason": "core compression"}) for op in done]
-
-    def _note_errors(self, session_id: str, agent: str, errors: list[OpError]) -> None:
-        self.log.note("op_errors", len(errors))
-        self.op_errors.extend(f"{session_id} {agent}: {e}" for e in errors)
-
-    # -- retrieval -------------------------------------------------------------------------------
-
-    def retrieve(self, query: str, k: int) -> list[RetrievedItem]:
-        return self.retrieve_many([query], k)[0]
-
-    def retrieve_many(self, queries: Sequence[str], k: int) -> list[list[RetrievedItem]]:
-        items = self.memory_items()
-        return [[RetrievedItem(item=items[i], score=s, rank=r) for r, (i, s) in enumerate(ranked, start=1)]
-                for ranked in rank_items(self.cache, list(queries), items, k)]
 
     # -- state -----------------------------------------------------------------------------------
 

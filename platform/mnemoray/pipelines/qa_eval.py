@@ -8,6 +8,7 @@ writes metrics.json and report.md (+ a PNG of accuracy and F1 by category).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,42 +91,62 @@ def _engine_payload(path: Path) -> tuple[dict[str, Any], int]:
     return cfg.model_dump(mode="json"), cfg.structured_retries
 
 
-def run_qa_eval(cfg: QAEvalConfig, console: Console | None = None) -> dict[str, Any]:
+def load_answered_samples(cfg: Any, dataset: str, console: Console,
+                          what: str = "answerable") -> tuple[list[EvalSample], list[DatasetError]]:
+    """Check the memory source, then load the histories with at least one query that has a gold answer.
 
-    console = console or Console(stderr=True)
-    check_memory_source(RetrievalEvalConfig(dataset=cfg.dataset, data=cfg.data, memory=cfg.memory,
+    `cfg` has data, memory, memory_bank, skip_invalid and limit; skipped records are printed.
+    """
+    check_memory_source(RetrievalEvalConfig(dataset=dataset, data=cfg.data, memory=cfg.memory,
                                             memory_bank=cfg.memory_bank))
-    samples, errors = load_dataset(cfg.dataset, cfg.data, cfg.skip_invalid, cfg.limit,
+    samples, errors = load_dataset(dataset, cfg.data, cfg.skip_invalid, cfg.limit,
                                    where=lambda s: any(q.answer is not None for q in s.queries))
     for err in errors:
         console.print(f"[yellow]skipped invalid record[/yellow] {err}")
     if not samples:
-        raise DatasetError(cfg.data, None, None, "no history with answerable queries")
-    answerer, retries = _engine_payload(cfg.answerer)
-    judge, judge_retries = _engine_payload(cfg.judge)
-    settings = cfg.settings(max(retries, judge_retries))
-    out = Path(cfg.out)
+        raise DatasetError(cfg.data, None, None, f"no history with {what} queries")
+    return samples, errors
+
+
+def stream_query_rows(samples: list[EvalSample], actor: type, actor_kwargs: dict[str, Any], ray_cfg: RayConfig,
+                      out: Path, console: Console, done: Callable[[str, int], str]) -> list[dict[str, Any]]:
+    """One task per history on `actor`; its rows go to out/per_query.jsonl as histories finish.
+
+    The file is then rewritten in a deterministic order (for diffs between runs); `done(history_id,
+    n_rows)` is the line printed per finished history. Returns the sorted rows.
+    """
     writer = PerQueryWriter(out / "per_query.jsonl")
     rows: list[dict[str, Any]] = []
-    with ray_session(cfg.ray):
-        ds = map_one_per_task(
-            [{"sample": s.model_dump_json()} for s in samples], QAActor,
-            {"memory": cfg.memory.model_dump(mode="json"),
-             "memory_bank": str(cfg.memory_bank) if cfg.memory_bank else None,
-             "answerer": answerer, "judge": judge, "settings": settings.__dict__,
-             "torch_threads": cfg.torch_threads},
-            cfg.ray,
-        )
+    with ray_session(ray_cfg):
+        ds = map_one_per_task([{"sample": s.model_dump_json()} for s in samples], actor, actor_kwargs, ray_cfg)
         for row in ds.iter_rows():
             got = json.loads(row["rows"])
             writer.write(got)
             rows.extend(got)
-            console.print(f"answered {row['history_id']}: {len(got)} questions")
+            console.print(done(row["history_id"], len(got)))
     writer.close()
     rows.sort(key=lambda r: (r["history_id"], r["visible_sessions"], r["query_id"]))
     writer = PerQueryWriter(out / "per_query.jsonl")
     writer.write(rows)
     writer.close()
+    return rows
+
+
+def run_qa_eval(cfg: QAEvalConfig, console: Console | None = None) -> dict[str, Any]:
+
+    console = console or Console(stderr=True)
+    samples, errors = load_answered_samples(cfg, cfg.dataset, console)
+    answerer, retries = _engine_payload(cfg.answerer)
+    judge, judge_retries = _engine_payload(cfg.judge)
+    settings = cfg.settings(max(retries, judge_retries))
+    out = Path(cfg.out)
+    rows = stream_query_rows(
+        samples, QAActor,
+        {"memory": cfg.memory.model_dump(mode="json"),
+         "memory_bank": str(cfg.memory_bank) if cfg.memory_bank else None,
+         "answerer": answerer, "judge": judge, "settings": settings.__dict__,
+         "torch_threads": cfg.torch_threads},
+        cfg.ray, out, console, lambda history_id, n: f"answered {history_id}: {n} questions")
     summary = summarize_qa(rows, cfg.dataset, cfg.memory.name, extra={
         "f1_stemmer": stemmer_name() if settings.stem else "none",
         "invalid_records": [str(e) for e in errors],

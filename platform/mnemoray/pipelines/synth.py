@@ -46,7 +46,7 @@ OUT_SCHEMA = pa.schema([
     ("completion_tokens", pa.int64()), ("latency_s", pa.float64()),
 ])
 HISTORIES = "histories"
-Progress = Callable[[str, int, int], None]  # (stage, done so far this run, total pending)
+Progress = Callable[[str, int, "int | None"], None]  # (stage, done so far this run, total pending or None)
 
 
 @lru_cache(maxsize=4)
@@ -56,20 +56,15 @@ def _cfg(cfg_json: str) -> RoleMemoConfig:
 
 # -- worker functions (plain functions over pyarrow batches) ----------------------------------
 
-def build_batch(batch: pa.Table, stage: str, cfg_json: str, skip: frozenset[str],
-                personas: frozenset[str]) -> pa.Table:
-    """Pending inputs of `batch` with their request columns (no request: needs_llm false)."""
-    from mnemoray.synth.stages import STAGE_BY_NAME
-
-    spec, cfg = STAGE_BY_NAME[stage], _cfg(cfg_json)
+def build_rows(records: list[dict[str, Any]], spec: Stage, cfg: RoleMemoConfig) -> pa.Table:
+    """One row per input record with its request columns (no request: needs_llm false)."""
     out = []
-    for row in batch.to_pylist():
-        if row["id"] in skip or (row["persona_id"] and row["persona_id"] not in personas):
-            continue
-        built: dict[str, Any] = {"input_id": row["id"], "persona_id": row["persona_id"], "record": row["record"],
-                                 "id": row["id"], "needs_llm": False}
+    for record in records:
+        rid = record["id"]
+        built: dict[str, Any] = {"input_id": rid, "persona_id": record.get("persona_id", ""),
+                                 "record": json.dumps(record, ensure_ascii=False), "id": rid, "needs_llm": False}
         try:
-            request = spec.build(json.loads(row["record"]), cfg) if spec.build else None
+            request = spec.build(record, cfg) if spec.build else None
         except Exception as err:  # noqa: BLE001 - a malformed record becomes a reject, not a crash
             built["build_error"] = f"{type(err).__name__}: {err}"
             request = None
@@ -79,6 +74,16 @@ def build_batch(batch: pa.Table, stage: str, cfg_json: str, skip: frozenset[str]
                          params=request.params.model_dump_json(), json_schema=json.dumps(request.json_schema))
         out.append(built)
     return pa.Table.from_pylist(out, schema=BUILT_SCHEMA)
+
+
+def build_batch(batch: pa.Table, stage: str, cfg_json: str, skip: frozenset[str],
+                personas: frozenset[str]) -> pa.Table:
+    """Pending inputs of `batch` (kept rows of the source stage) with their request columns."""
+    from mnemoray.synth.stages import STAGE_BY_NAME
+
+    records = [json.loads(row["record"]) for row in batch.to_pylist()
+               if row["id"] not in skip and (not row["persona_id"] or row["persona_id"] in personas)]
+    return build_rows(records, STAGE_BY_NAME[stage], _cfg(cfg_json))
 
 
 def _needs_llm(batch: pa.Table, value: bool) -> pa.Table:
@@ -166,7 +171,7 @@ def run_stage(stage: Stage, cfg: RoleMemoConfig, engine: EngineConfig, personas:
     done = store.done_ids()
     files = source.files("kept")
     pending = [i for i in _source_ids(source) if i not in done]
-    info = {"stage": stage.name, "pending": len(pending), "orphans_removed": removed, "finished": 0}
+    info = {"stage": stage.name, "mode": "stages", "pending": len(pending), "orphans_removed": removed, "finished": 0}
     if not pending:
         return info
     cfg_json = cfg.model_dump_json()
@@ -293,15 +298,26 @@ def run_rolememo(cfg: RoleMemoConfig, progress: Progress | None = None,
     personas, errors = prepare_inputs(cfg)
     say(f"{len(personas)} personas ({len(errors)} invalid records listed in the report)")
     runs = []
+    started = time.perf_counter()
     with ray_session(cfg.ray):
-        for stage in STAGES:
-            info = run_stage(stage, cfg, engine, personas, progress)
-            runs.append(info)
-            say(f"{stage.name}: {info['finished']} of {info['pending']} pending inputs done")
+        if cfg.ray.mode == "stream":
+            from mnemoray.pipelines.synth_stream import run_stream
+
+            for info in run_stream(cfg, engine, personas, progress):
+                runs.append(info)
+                say(f"{info['stage']}: {info['finished']} inputs done")
+        else:
+            for stage in STAGES:
+                info = run_stage(stage, cfg, engine, personas, progress)
+                runs.append(info)
+                say(f"{stage.name}: {info['finished']} of {info['pending']} pending inputs done")
         info = run_histories(cfg, personas, progress)
         runs.append(info)
         say(f"{HISTORIES}: {info['finished']} of {info['pending']} pending personas assembled")
     dataset = export_dataset(cfg, personas)
+    with open(Path(cfg.out) / "runs.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "mode": cfg.ray.mode,
+                            "wall_s": round(time.perf_counter() - started, 3)}) + "\n")
     stats = write_report(cfg, personas, errors, dataset)
     stats["this_run"] = runs
     return stats

@@ -7,6 +7,7 @@ local preset (tiny model) and the cluster preset (vLLM or an OpenAI-compatible e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -58,9 +59,15 @@ class AssemblyConfig(StrictModel):
 
 
 class SynthRayConfig(RayConfig):
-    llm_actors: int = Field(1, ge=1, description="engine actors (hf/openai) or vLLM replicas per LLM stage")
-    llm_actors_min: int | None = Field(None, ge=1, description="autoscaling lower bound; None = llm_actors")
-    write_every: int = Field(64, ge=1, description="finished inputs per Parquet part (the unit a crash can lose)")
+    llm_actors: int = Field(1, ge=1, description="engine actors of the fleet (stream) or per LLM stage (stages; vLLM replicas)")
+    llm_actors_min: int | None = Field(None, ge=1, description="stages mode: autoscaling lower bound; None = llm_actors")
+    write_every: int = Field(512, ge=1, description="rows per write of the driver (the unit a crash can lose)")
+    mode: Literal["stream", "stages"] = Field(
+        "stream", description="stream: all LLM stages in one Ray Data pipeline sharing one engine fleet; "
+                              "stages: one pass per stage (vLLM through ray.data.llm with autoscaling replicas)")
+    chunk_personas: int = Field(4, ge=1, description="stream: personas per source block (the unit that moves between stages)")
+    chunk_records: int = Field(64, ge=1, description="stream: records per block when a rerun replays unfinished inputs")
+    stage_concurrency: int = Field(8, ge=1, description="stream: blocks each stage operator works on at once")
 
 
 class RoleMemoConfig(StrictModel):

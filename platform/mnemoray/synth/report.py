@@ -38,6 +38,13 @@ def stage_stats(cfg: RoleMemoConfig, name: str) -> dict[str, Any]:
     return stats
 
 
+def _job_runs(out: Path) -> list[dict[str, Any]]:
+    path = out / "runs.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def _histogram(values: list[int], path: Path, target: int) -> None:
     import matplotlib
 
@@ -66,7 +73,8 @@ def write_report(cfg: RoleMemoConfig, personas: frozenset[str], errors: list[dic
             "max": max(lengths) if lengths else 0,
             "at_least_95pct_of_target": sum(1 for n in lengths if n >= 0.95 * cfg.target_tokens)}
     llm = {k: sum(s[k] for s in stages.values()) for k in ("llm_calls", "llm_attempts", "prompt_tokens",
-                                                           "completion_tokens", "wall_s")}
+                                                           "completion_tokens")}
+    llm["wall_s"] = round(sum(r["wall_s"] for r in _job_runs(out)), 2)
     stats = {"personas": {"valid": len(personas), "invalid": len(errors), "invalid_records": errors[:200],
                           "with_history": len(lengths)},
              "stages": stages, "histories": hist, "totals": llm}
@@ -89,7 +97,8 @@ def _markdown(stats: dict[str, Any]) -> str:
         lines.append(f"| {name} | {s['inputs']} | {s['kept']} | {s['rejected']} | {rate} | {s['llm_calls']} | "
                      f"{s['llm_attempts']} | {s['prompt_tokens']} | {s['completion_tokens']} | {s['wall_s']} | {reasons} |")
     lines += ["", f"Totals: {t['llm_calls']} LLM calls ({t['llm_attempts']} attempts), "
-                  f"{t['prompt_tokens']:,} prompt and {t['completion_tokens']:,} completion tokens, {t['wall_s']} s in stages.",
+                  f"{t['prompt_tokens']:,} prompt and {t['completion_tokens']:,} completion tokens; job wall time {t['wall_s']} s "
+                  "(in stream mode stages overlap: a stage's wall s is the span in which its outputs arrived).",
               "", "## Histories", "",
               f"{h['count']} histories, {h['queries']} queries; length in tokens: min {h['min']:,}, median "
               f"{h['median']:,}, max {h['max']:,} (target {h['target_tokens']:,}; "
