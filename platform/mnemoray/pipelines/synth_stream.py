@@ -48,9 +48,10 @@ def flow_schema() -> pa.Schema:
 # -- the source: unfinished inputs of every stage, read from disk in chunks --------------------
 
 def plan_chunks(cfg: RoleMemoConfig) -> list[dict[str, Any]]:
-    """(file, row range, target stage) for every kept part of every stage's source."""
+    """(file, row range, target stage) for every kept part of every stage's source; the
+    persona-free distractor pool first, so its few long calls overlap the persona work."""
     items = []
-    for stage in STAGES:
+    for stage in sorted(STAGES, key=lambda s: s.source != "distractor_seeds"):
         per = cfg.ray.chunk_personas if stage.source in ROOT_SOURCES else cfg.ray.chunk_records
         for path in StageStore(cfg.out, stage.source).files("kept"):
             rows = pq.ParquetFile(path).metadata.num_rows
@@ -134,6 +135,8 @@ def run_stream(cfg: RoleMemoConfig, engine: EngineConfig, personas: frozenset[st
     infos = {name: {"stage": name, "mode": "stream", "orphans_removed": store.clean_orphans(), "finished": 0}
              for name, store in stores.items()}
     items = plan_chunks(cfg)
+    if not items:
+        return list(infos.values())
     skip = {name: [ray.put(frozenset(store.done_ids()))] for name, store in stores.items()}
     first: dict[str, float] = {}
     last: dict[str, float] = {}
