@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 T = TypeVar("T", bound=BaseModel)
-DatasetName = Literal["locomo", "realmem", "longmemeval", "perltqa", "rolememo"]
+DatasetName = Literal["locomo", "realmem", "longmemeval", "perltqa", "rolememo", "bookmarks"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"

@@ -22,7 +22,7 @@ def _ks(text: str) -> list[int]:
 @app.command("retrieval")
 @friendly_errors
 def retrieval(
-    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval, perltqa or rolememo"),
+    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval, perltqa, rolememo or bookmarks"),
     data: Path = typer.Option(None, help="a dataset file or a folder of files"),
     memory: str = typer.Option(None, help="rag-dense, rag-bm25, rag-hybrid, or an LLM framework with --memory-bank"),
     k: str = typer.Option(None, "--k", help="cut-offs, e.g. 5,10,20"),
@@ -99,7 +99,7 @@ def compare(dirs: list[Path] = typer.Argument(..., help="run folders containing 
 @app.command("qa")
 @friendly_errors
 def qa(
-    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval, perltqa or rolememo"),
+    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval, perltqa, rolememo or bookmarks"),
     data: Path = typer.Option(None, help="a dataset file or a folder of files"),
     memory: str = typer.Option(None, help="rag-dense, rag-bm25, rag-hybrid, or an LLM framework with --memory-bank"),
     memory_bank: Path = typer.Option(None, "--memory-bank", help="a folder written by `mnemoray memory build`"),

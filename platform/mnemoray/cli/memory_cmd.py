@@ -16,7 +16,7 @@ app = typer.Typer(help="Build memory with memory frameworks.", no_args_is_help=T
 @friendly_errors
 def build(
     framework: str = typer.Option(None, help="dualmem, membuilder, summary, realmem, hema or bookmarks"),
-    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval, perltqa or rolememo"),
+    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval, perltqa, rolememo or bookmarks"),
     data: Path = typer.Option(None, help="a dataset file or a folder of files"),
     llm: Path = typer.Option(None, help="engine config of the memory model, e.g. configs/llm/tiny_local.yaml"),
     out: Path = typer.Option(None, help="output folder (banks/, trajectories.jsonl, summary.json)"),

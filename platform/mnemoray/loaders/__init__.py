@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from mnemoray.loaders.bookmarks import is_work_file, iter_bookmarks
 from mnemoray.loaders.errors import DatasetError
 from mnemoray.loaders.locomo import iter_locomo
 from mnemoray.loaders.longmemeval import iter_longmemeval
@@ -24,6 +25,7 @@ DATASETS: dict[str, Callable[[Path], Iterator[EvalSample | DatasetError]]] = {
     "longmemeval": iter_longmemeval,
     "perltqa": iter_perltqa,
     "rolememo": iter_rolememo,
+    "bookmarks": iter_bookmarks,
 }
 
 
@@ -37,6 +39,8 @@ def dataset_files(name: str, path: Path) -> list[Path]:
     files = sorted(p for p in path.rglob("*.json") if p.is_file())
     if name == "realmem":
         files = [p for p in files if "all_persona_topic" not in p.parts]
+    if name == "bookmarks":  # one file per work; all_characters.json is read beside each
+        files = [p for p in files if is_work_file(p)]
     if not files:
         raise DatasetError(path, None, None, f"no .json files for dataset '{name}' in this folder")
     return files
