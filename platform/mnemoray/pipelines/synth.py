@@ -7,6 +7,8 @@ records and rejects, and stream the results back to the driver, which writes the
 parts of `stages/<name>/` (see `mnemoray.synth.store`). The driver holds only ids and
 counters, never the records, so its memory does not grow with the number of personas.
 Then histories are assembled per persona (a Ray Data groupby) and the dataset is exported.
+This is `ray.mode: stages`; the default stream mode (`synth_stream`) reuses the worker
+functions here (build_rows, parse_batch) inside one pipeline.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import ray
 
 from mnemoray.llm.config import EngineConfig
 from mnemoray.llm.fleet import FleetClient, start_fleet, stop_fleet
+from mnemoray.pipelines.synth import OUT_SCHEMA, _answered, _cfg, build_rows, parse_batch
 from mnemoray.synth.config import RoleMemoConfig
 from mnemoray.synth.stages import STAGE_BY_NAME, STAGES
 from mnemoray.synth.store import StageStore, expand
@@ -39,10 +40,7 @@ from mnemoray.synth.store import StageStore, expand
 ROOT_SOURCES = ("personas", "distractor_seeds")
 
 
-def flow_schema() -> pa.Schema:
-    from mnemoray.pipelines.synth import OUT_SCHEMA
-
-    return pa.schema(list(OUT_SCHEMA) + [("stage", pa.string()), ("target", pa.string())])
+FLOW_SCHEMA = pa.schema(list(OUT_SCHEMA) + [("stage", pa.string()), ("target", pa.string())])
 
 
 # -- the source: unfinished inputs of every stage, read from disk in chunks --------------------
@@ -84,7 +82,7 @@ def read_chunk(batch: pa.Table, skip: dict[str, list[Any]], personas: frozenset[
             out.append({"input_id": rid, "persona_id": pid, "kept": f"[{record}]", "rejects": "[]", "calls": 0,
                         "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0,
                         "stage": item["source"], "target": item["target"]})
-    return pa.Table.from_pylist(out, schema=flow_schema())
+    return pa.Table.from_pylist(out, schema=FLOW_SCHEMA)
 
 
 # -- one stage operator -----------------------------------------------------------------------
@@ -93,8 +91,6 @@ class StageStep:
     """Ray Data UDF (async actor): this stage's outcomes appended to the rows it was given."""
 
     def __init__(self, stage: str, cfg_json: str, fleet: list[Any]):
-        from mnemoray.pipelines.synth import _cfg
-
         self.spec = STAGE_BY_NAME[stage]
         self.cfg_json = cfg_json
         self.cfg = _cfg(cfg_json)
@@ -110,8 +106,6 @@ class StageStep:
         return batch.filter(pc.invert(addressed)), records
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
-        from mnemoray.pipelines.synth import _answered, build_rows, parse_batch
-
         passing, records = self._split(batch)
         if not records:
             return passing
@@ -122,7 +116,7 @@ class StageStep:
         n = len(outcomes)
         outcomes = outcomes.append_column("stage", pa.array([self.spec.name] * n, pa.string()))
         outcomes = outcomes.append_column("target", pa.nulls(n, pa.string()))
-        return pa.concat_tables([passing, outcomes.cast(flow_schema())])
+        return pa.concat_tables([passing, outcomes.cast(FLOW_SCHEMA)])
 
 
 # -- the driver -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from mnemoray.synth.config import RoleMemoConfig
 from mnemoray.synth.stages import STAGES
-from mnemoray.synth.store import StageStore
+from mnemoray.synth.store import StageStore, read_jsonl
 
 ONE_TO_ONE = {"insight_check", "closed_book", "necessity_check", "difficulty_check", "safety_check",
               "fact_queries", "dialogues", "distractors"}
@@ -36,13 +36,6 @@ def stage_stats(cfg: RoleMemoConfig, name: str) -> dict[str, Any]:
     if name in ONE_TO_ONE:
         stats["pass_rate"] = round(kept / inputs, 4) if inputs else None
     return stats
-
-
-def _job_runs(out: Path) -> list[dict[str, Any]]:
-    path = out / "runs.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _histogram(values: list[int], path: Path, target: int) -> None:
@@ -74,7 +67,7 @@ def write_report(cfg: RoleMemoConfig, personas: frozenset[str], errors: list[dic
             "at_least_95pct_of_target": sum(1 for n in lengths if n >= 0.95 * cfg.target_tokens)}
     llm = {k: sum(s[k] for s in stages.values()) for k in ("llm_calls", "llm_attempts", "prompt_tokens",
                                                            "completion_tokens")}
-    llm["wall_s"] = round(sum(r["wall_s"] for r in _job_runs(out)), 2)
+    llm["wall_s"] = round(sum(r["wall_s"] for r in read_jsonl(out / "runs.jsonl")), 2)
     stats = {"personas": {"valid": len(personas), "invalid": len(errors), "invalid_records": errors[:200],
                           "with_history": len(lengths)},
              "stages": stages, "histories": hist, "totals": llm}

@@ -109,10 +109,14 @@ class StageStore:
             f.write(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}) + "\n")
 
     def runs(self) -> list[dict[str, Any]]:
-        path = self.dir / "runs.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_jsonl(self.dir / "runs.jsonl")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a small JSONL log; none if it does not exist yet."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def expand(rows: Iterable[dict[str, Any]], stage: str) -> tuple[list[dict], list[dict], list[dict]]:
