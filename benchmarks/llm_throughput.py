@@ -3,9 +3,11 @@
 Prints figures, asserts nothing. Three parts, each against real local servers:
 
 1. OpenAIEngine vs the fault endpoint (own process, fixed latency, no faults), at
-   max_in_flight 64 and 256: average in-flight as seen by the *server* / configured max
-   (goal >= 0.95), and platform overhead per call = mean client latency - server latency
-   (goal <= 5 ms), next to the wall time against the ideal n / max_in_flight x latency.
+   max_in_flight 64 and 256, on each transport (`sdk`: the openai client; `aiohttp`:
+   bare aiohttp + tenacity) next to bare aiohttp posts (the floor): average in-flight as
+   seen by the *server* / configured max (goal >= 0.95), and platform overhead per call =
+   mean client latency - server latency (goal <= 5 ms), next to the wall time against
+   the ideal n / max_in_flight x latency.
 2. Ray Data `run_requests`, openai engine: the actor-pool path vs Ray Data's
    HttpRequestProcessorConfig path, same rows, same endpoint: server-side in-flight.
 3. The Serve endpoint (tiny hf model) with 32 concurrent clients: throughput with
@@ -76,8 +78,10 @@ def _requests(n: int, tag: str, max_tokens: int = 16) -> list[ChatRequest]:
                         params=SamplingParams(max_tokens=max_tokens)) for i in range(n)]
 
 
-async def _raw_aiohttp(url: str, n: int, max_in_flight: int) -> list[float]:
-    """Reference floor: bare aiohttp posts (no SDK, no retries), same bound."""
+async def _raw_aiohttp(base: str, n: int, max_in_flight: int) -> tuple[list[float], float, float]:
+    """Reference floor: bare aiohttp posts (no SDK, no retries), same bound. Measured like
+    the engine rows: after a warm-up wave that opens the connections. Returns the
+    latencies, wall seconds and client CPU seconds of the measured batch."""
     import asyncio
 
     import aiohttp
@@ -89,22 +93,21 @@ async def _raw_aiohttp(url: str, n: int, max_in_flight: int) -> list[float]:
             async with slots:
                 began = time.perf_counter()
                 body = {"model": "m", "messages": [{"role": "user", "content": f"raw {i}"}]}
-                async with session.post(f"{url}/chat/completions", json=body) as response:
+                async with session.post(f"{base}/v1/chat/completions", json=body) as response:
                     await response.json()
                 return time.perf_counter() - began
 
         await asyncio.gather(*(one(i) for i in range(max_in_flight)))  # warm-up
-        return list(await asyncio.gather(*(one(i) for i in range(n))))
+        server_stats(base, reset=True)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        latencies = list(await asyncio.gather(*(one(i) for i in range(n))))
+        return latencies, time.perf_counter() - t0, time.process_time() - cpu0
 
 
 def bench_raw(base: str, latency_ms: float, max_in_flight: int, n: int) -> dict:
     import asyncio
 
-    cpu0 = time.process_time()
-    server_stats(base, reset=True)
-    t0 = time.perf_counter()
-    latencies = asyncio.run(_raw_aiohttp(f"{base}/v1", n, max_in_flight))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    latencies, wall, cpu = asyncio.run(_raw_aiohttp(base, n, max_in_flight))
     srv = server_stats(base)["inflight"]
     return {
         "client": "raw aiohttp", "max_in_flight": max_in_flight, "requests": n, "ok": n,
@@ -112,37 +115,43 @@ def bench_raw(base: str, latency_ms: float, max_in_flight: int, n: int) -> dict:
         "ratio": srv["average"] / max_in_flight, "wall_s": wall,
         "ideal_s": math.ceil(n / max_in_flight) * latency_ms / 1000,
         "overhead_ms_per_call": (sum(latencies) / n - latency_ms / 1000) * 1000,
-        "client_cpu_ms_per_call": cpu / (n + max_in_flight) * 1000,
+        "client_cpu_ms_per_call": cpu / n * 1000,
+    }
+
+
+def bench_openai_engine(base: str, latency_ms: float, max_in_flight: int, n: int, transport: str) -> dict:
+    with OpenAIEngine("fault-model", base_url=f"{base}/v1", max_in_flight=max_in_flight,
+                      max_retries=0, timeout_s=60, transport=transport) as engine:
+        engine.generate(_requests(max_in_flight, "warm"))  # open the connections
+        engine.meter.reset()
+        server_stats(base, reset=True)
+        batch = _requests(n, f"{transport}{max_in_flight}-")
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        results = engine.generate(batch)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        srv = server_stats(base)["inflight"]
+        client = engine.inflight_stats()
+    mean_latency = sum(r.latency_s for r in results) / n
+    return {
+        "client": f"engine {transport}", "max_in_flight": max_in_flight, "requests": n,
+        "ok": sum(r.ok for r in results),
+        "server_inflight_avg": srv["average"], "client_inflight_avg": client.average,
+        "ratio": srv["average"] / max_in_flight,
+        "wall_s": wall, "ideal_s": math.ceil(n / max_in_flight) * latency_ms / 1000,
+        "overhead_ms_per_call": (mean_latency - latency_ms / 1000) * 1000,
+        "client_cpu_ms_per_call": cpu / n * 1000,
     }
 
 
 def bench_engine(latency_ms: float, waves: int) -> list[dict]:
+    """Per bound: the raw aiohttp floor, then OpenAIEngine on each transport, same endpoint."""
     rows = []
     with fault_endpoint(latency_ms) as base:
         for max_in_flight in (64, 256):
-            rows.append(bench_raw(base, latency_ms, max_in_flight, max_in_flight * waves))
             n = max_in_flight * waves
-            with OpenAIEngine("fault-model", base_url=f"{base}/v1", max_in_flight=max_in_flight,
-                              max_retries=0, timeout_s=60) as engine:
-                engine.generate(_requests(max_in_flight, "warm"))  # open the connections
-                engine.meter.reset()
-                server_stats(base, reset=True)
-                batch = _requests(n, f"m{max_in_flight}-")
-                cpu0, t0 = time.process_time(), time.perf_counter()
-                results = engine.generate(batch)
-                wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-                srv = server_stats(base)["inflight"]
-                client = engine.inflight_stats()
-            ideal = math.ceil(n / max_in_flight) * latency_ms / 1000
-            mean_latency = sum(r.latency_s for r in results) / n
-            rows.append({
-                "client": "OpenAIEngine", "max_in_flight": max_in_flight, "requests": n, "ok": sum(r.ok for r in results),
-                "server_inflight_avg": srv["average"], "client_inflight_avg": client.average,
-                "ratio": srv["average"] / max_in_flight,
-                "wall_s": wall, "ideal_s": ideal,
-                "overhead_ms_per_call": (mean_latency - latency_ms / 1000) * 1000,
-                "client_cpu_ms_per_call": cpu / n * 1000,
-            })
+            rows.append(bench_raw(base, latency_ms, max_in_flight, n))
+            for transport in ("sdk", "aiohttp"):
+                rows.append(bench_openai_engine(base, latency_ms, max_in_flight, n, transport))
     return rows
 
 
@@ -208,11 +217,11 @@ def main() -> None:
     waves = 4 if args.quick else 10
 
     print(f"machine: {os.cpu_count()} CPUs; fault endpoint latency {args.latency_ms:.0f} ms, no faults\n")
-    print("1) OpenAIEngine vs fault endpoint (raw aiohttp rows: this machine's floor, no SDK)")
-    print(f"{'client':>12} {'max':>5} {'reqs':>6} {'ok':>6} {'srv avg':>8} {'cli avg':>8} {'ratio':>6} "
+    print("1) OpenAIEngine per transport vs fault endpoint (raw aiohttp rows: this machine's floor)")
+    print(f"{'client':>14} {'max':>5} {'reqs':>6} {'ok':>6} {'srv avg':>8} {'cli avg':>8} {'ratio':>6} "
           f"{'wall s':>7} {'ideal s':>7} {'ovh ms/call':>11} {'cpu ms/call':>11} {'1-core cap':>10}")
     for r in bench_engine(args.latency_ms, waves):
-        print(f"{r['client']:>12} {r['max_in_flight']:>5} {r['requests']:>6} {r['ok']:>6} {r['server_inflight_avg']:>8.1f} "
+        print(f"{r['client']:>14} {r['max_in_flight']:>5} {r['requests']:>6} {r['ok']:>6} {r['server_inflight_avg']:>8.1f} "
               f"{r['client_inflight_avg']:>8.1f} {r['ratio']:>6.2f} {r['wall_s']:>7.2f} {r['ideal_s']:>7.2f} "
               f"{r['overhead_ms_per_call']:>11.1f} {r['client_cpu_ms_per_call']:>11.2f} "
               f"{args.latency_ms / r['client_cpu_ms_per_call']:>10.0f}")

@@ -1,8 +1,9 @@
 """SFT step time under Ray Train vs the bare `deepspeed` launcher, ZeRO-2 vs ZeRO-3, tokens/s.
 
 Same tiny model, same copy-task data, same per-worker loop (mnemoray.train.loop) in every
-setting; only the launcher differs. Prints figures and ratios side by side; asserts
-nothing. Step time = median optimizer-step wall time from metrics.jsonl, skipping the
+setting; only the launcher differs (and, under Ray Train, `data.shard`: stream = Ray Data
+shard iterated during the steps, memory = shard read once). Prints figures and ratios side
+by side; asserts nothing. Step time = median optimizer-step wall time from metrics.jsonl, skipping the
 first steps (warm-up) and excluding checkpoint/export time.
 
     python benchmarks/sft_overhead.py [--steps 40] [--workers 2] [--out /tmp/sft_bench]
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "configs" / "train" / "sft_local.yaml"
 
 
-def _cfg(out: Path, name: str, zero: int, steps: int, workers: int, data: Path, tiny: Path):
+def _cfg(out: Path, name: str, zero: int, steps: int, workers: int, data: Path, tiny: Path, shard: str = "memory"):
     from mnemoray.config import load_config
     from mnemoray.train.config import SFTConfig
 
@@ -32,7 +33,7 @@ def _cfg(out: Path, name: str, zero: int, steps: int, workers: int, data: Path, 
         f"name={name}", f"out={out}", f"model.tiny_cache_dir={tiny}", f"data.train=[{{path: {data}}}]",
         "data.eval_fraction=0", "data.max_length=64", f"deepspeed.zero_stage={zero}",
         f"schedule.max_steps={steps}", f"schedule.save_every={steps}", "schedule.eval_every=0",
-        f"ray.workers={workers}", "ray.max_failures=0",
+        f"ray.workers={workers}", "ray.max_failures=0", f"data.shard={shard}",
     ])
 
 
@@ -47,12 +48,9 @@ class LauncherIO:
         self.micro, self.pad_id = micro, pad_id
 
     def train_batches(self):
-        from mnemoray.train.tokenize import collate
+        from mnemoray.train.tokenize import held_batches
 
-        for i in range(0, len(self.rows) - self.micro + 1, self.micro):
-            chunk = self.rows[i:i + self.micro]
-            yield collate({"input_ids": [r["input_ids"] for r in chunk], "labels": [r["labels"] for r in chunk]},
-                          self.pad_id)
+        return held_batches(self.rows, self.micro, self.pad_id)
 
     def eval_batches(self):
         return None
@@ -98,7 +96,8 @@ def _summary(run_dir: Path, skip: int = 3) -> dict:
     rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     steps = [r for r in rows if "step_time_s" in r][skip:]
     return {"step_s": statistics.median(r["step_time_s"] for r in steps),
-            "tok_s": statistics.median(r["tokens_per_s"] for r in steps), "steps": len(steps)}
+            "tok_s": statistics.median(r["tokens_per_s"] for r in steps), "steps": len(steps),
+            "wait_s": statistics.median(r.get("data_wait_s", 0.0) for r in steps)}
 
 
 def run_launcher(args, name: str, zero: int, workers: int) -> tuple[dict, float]:
@@ -115,10 +114,10 @@ def run_launcher(args, name: str, zero: int, workers: int) -> tuple[dict, float]
     return _summary(Path(args.out) / name), wall
 
 
-def run_ray(args, name: str, zero: int, workers: int) -> tuple[dict, float]:
+def run_ray(args, name: str, zero: int, workers: int, shard: str) -> tuple[dict, float]:
     from mnemoray.train.sft import run_sft
 
-    cfg = _cfg(Path(args.out), name, zero, args.steps, workers, Path(args.data), Path(args.tiny))
+    cfg = _cfg(Path(args.out), name, zero, args.steps, workers, Path(args.data), Path(args.tiny), shard)
     t0 = time.perf_counter()
     result = run_sft(cfg, log=lambda m: None)
     wall = time.perf_counter() - t0
@@ -159,19 +158,22 @@ def main() -> None:
     results = {}
     for zero in (2, 3):
         results[("launcher", zero)] = run_launcher(args, f"launcher-z{zero}", zero, args.workers)
-        results[("ray", zero)] = run_ray(args, f"ray-z{zero}", zero, args.workers)
+        for shard in ("stream", "memory"):
+            results[(f"ray/{shard}", zero)] = run_ray(args, f"ray-{shard}-z{zero}", zero, args.workers, shard)
     ray.shutdown()
 
     print(f"\nSFT overhead: tiny qwen2, {args.workers} CPU workers, {args.steps} steps, micro-batch 8, fp32\n")
-    print(f"{'setting':<22}{'step ms':>10}{'tokens/s':>12}{'wall s':>10}")
+    print(f"{'setting':<24}{'step ms':>10}{'data wait ms':>14}{'tokens/s':>12}{'wall s':>10}")
     for (launcher, zero), (s, wall) in results.items():
-        print(f"{launcher + ' ZeRO-' + str(zero):<22}{s['step_s'] * 1000:>10.1f}{s['tok_s']:>12.0f}{wall:>10.1f}")
+        print(f"{launcher + ' ZeRO-' + str(zero):<24}{s['step_s'] * 1000:>10.1f}{s['wait_s'] * 1000:>14.1f}{s['tok_s']:>12.0f}{wall:>10.1f}")
     print()
     for zero in (2, 3):
-        ray_s, bare_s = results[("ray", zero)][0]["step_s"], results[("launcher", zero)][0]["step_s"]
-        print(f"ZeRO-{zero}: Ray Train / bare launcher step time = {ray_s / bare_s:.2f} "
-              f"(overhead {100 * (ray_s / bare_s - 1):+.1f} %; goal <= +10 %)")
-    for launcher in ("launcher", "ray"):
+        bare_s = results[("launcher", zero)][0]["step_s"]
+        for shard in ("stream", "memory"):
+            ray_s = results[(f"ray/{shard}", zero)][0]["step_s"]
+            print(f"ZeRO-{zero}: Ray Train (data.shard={shard}) / bare launcher step time = {ray_s / bare_s:.2f} "
+                  f"(overhead {100 * (ray_s / bare_s - 1):+.1f} %; goal <= +10 %)")
+    for launcher in ("launcher", "ray/stream", "ray/memory"):
         z3, z2 = results[(launcher, 3)][0]["step_s"], results[(launcher, 2)][0]["step_s"]
         print(f"{launcher}: ZeRO-3 / ZeRO-2 step time = {z3 / z2:.2f}")
 

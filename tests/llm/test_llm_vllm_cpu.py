@@ -102,9 +102,11 @@ def test_run_requests_through_ray_data_llm(tiny_model: str, ray_local):
             assert got["parsed"] is None
 
 
-def test_synth_stream_mode_runs_on_a_vllm_engine_fleet(tiny_model, tmp_path):
-    """`synth rolememo` in stream mode with in-process vLLM engines as the fleet (on CPU:
-    no GPU is reserved), end to end to a history."""
+@pytest.mark.parametrize("mode", ["stream", "stages"])
+def test_synth_runs_on_vllm(tiny_model, tmp_path, mode):
+    """`synth rolememo` end to end to a history on vLLM: stream mode with in-process vLLM
+    engines as the fleet, stages mode with one ray.data.llm processor per stage (on CPU:
+    no GPU is reserved)."""
     import subprocess
     import sys
 
@@ -114,11 +116,36 @@ def test_synth_stream_mode_runs_on_a_vllm_engine_fleet(tiny_model, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "mnemoray", "synth", "rolememo", "--config", str(REPO / "configs/synth/rolememo_local.yaml"),
-         "--limit", "1", "--target-tokens", "3000", "--out", str(out), f"llm={llm}", "llm_overrides=[]", "ray.mode=stream"],
+         "--limit", "1", "--target-tokens", "3000", "--out", str(out), f"llm={llm}", "llm_overrides=[]", f"ray.mode={mode}"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ})
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["stages"]["insights"]["llm_calls"] == 1 and stats["stages"]["insight_check"]["inputs"] == 20
     assert stats["stages"]["distractors"]["inputs"] == 24
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
-    assert [r["mode"] for r in runs] == ["stream"]
+    assert [r["mode"] for r in runs] == [mode]
+    assert stats["histories"]["count"] == 1 and stats["personas"]["with_history"] == 1
+
+
+def test_sft_export_loads_and_generates_in_vllm(tiny_model, tmp_path):
+    """The Hugging Face checkpoint `train sft` exports is served by vLLM as is (weights,
+    config, tokenizer and chat template), with guided JSON."""
+    import subprocess
+    import sys
+
+    from mnemoray.llm.config import EngineConfig, build_engine
+    from mnemoray.train.demo import write_copy_task
+
+    data = write_copy_task(tmp_path / "copy.jsonl", n=64)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnemoray", "train", "sft", "--config", str(REPO / "configs/train/sft_local.yaml"),
+         "--out", str(tmp_path), f"model.tiny_cache_dir={Path(tiny_model).parent}", f"data.train=[{{path: {data}}}]",
+         "schedule.max_steps=2", "schedule.save_every=2"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    export = tmp_path / "sft-local" / "hf"
+    engine = build_engine(EngineConfig(engine="vllm", model=str(export), engine_kwargs=ENGINE_KWARGS))
+    results = engine.generate([_request(0, PERSON, 96), _request(1, None, 8)])
+    assert all(r.ok for r in results), [r.error for r in results]
+    jsonschema.validate(json.loads(results[0].text, strict=False), PERSON)
+    assert 0 < results[1].usage.completion_tokens <= 8

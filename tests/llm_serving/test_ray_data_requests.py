@@ -59,6 +59,10 @@ def test_openai_actor_path_over_faults_answers_every_row(ray_local, fault_server
         else:
             assert got["text"] in (f"echo: hello {row['id'][3:]}", '{"truncated": "json')
     assert sum(r["error_kind"] is None for r in out) >= 0.9 * len(rows)
+    # `attempts` counts HTTP attempts (client retries and schema re-asks alike): row by row
+    # what the server saw
+    assert {r["id"]: r["attempts"] for r in out} == dict(server.counters.attempts_by_id)
+    assert max(r["attempts"] for r in out) > 1
 
 
 def test_bad_rows_come_back_as_input_failures(ray_local, fault_server):

@@ -12,7 +12,7 @@ from mnemoray.config import ConfigError, load_config
 from mnemoray.train.config import SFTConfig
 from mnemoray.train.ds_config import deepspeed_config, lr_factor, total_steps
 from mnemoray.train.formats import BadSample
-from mnemoray.train.tokenize import IGNORE, Encoded, collate, encode_chat, pack
+from mnemoray.train.tokenize import IGNORE, Encoded, collate, encode_chat, held_batches, pack
 
 CHAT = [
     {"role": "system", "content": "You keep memories."},
@@ -94,6 +94,18 @@ def test_collate_pads_right_with_mask(tokenizer):
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"][1].tolist() == [8, IGNORE, IGNORE]
     assert batch["num_tokens"] == 4
+
+
+def test_held_batches_collate_in_order_and_drop_the_partial_tail():
+    rows = [{"input_ids": [i] * (1 + i % 3), "labels": [i] * (1 + i % 3), "position_ids": list(range(1 + i % 3))}
+            for i in range(7)]
+    batches = list(held_batches(rows, 3, pad_id=0))
+    assert len(batches) == 2  # 7 rows, micro 3: the last row waits for the next epoch's order
+    for batch, start in zip(batches, (0, 3)):
+        expected = collate({k: [r[k] for r in rows[start:start + 3]] for k in rows[0]}, 0)
+        assert batch.keys() == expected.keys() and "position_ids" in batch
+        assert all(torch.equal(batch[k], expected[k]) for k in batch if k != "num_tokens")
+        assert batch["num_tokens"] == expected["num_tokens"]
 
 
 def test_lr_warmup_then_cosine_to_floor():

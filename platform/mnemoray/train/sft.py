@@ -2,7 +2,9 @@
 
 Fault tolerance and resume are Ray Train's: checkpoints go through `ray.train.report`
 into `storage_path/name`; a worker that dies restarts the group from the latest one
-(`FailureConfig`), and rerunning with the same run name picks it up too.
+(`FailureConfig`), and rerunning with the same run name picks it up too. Rank 0 marks a
+checkpoint complete once every rank wrote its part, so a restart also finds one that
+Ray's controller had not registered yet when the worker died.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from mnemoray.train.config import SFTConfig
 from mnemoray.train.dataset import DataStats, build_datasets
 from mnemoray.train.ds_config import total_steps
-from mnemoray.train.tokenize import collate
+from mnemoray.train.tokenize import collate, held_batches
 
 
 class PadCollate(NumpyBatchCollateFn):
@@ -34,21 +36,41 @@ class PadCollate(NumpyBatchCollateFn):
 
 
 class RayTrainIO:
-    """WorkerIO backed by Ray Train: dataset shards, get_checkpoint, report."""
+    """WorkerIO backed by Ray Train: dataset shards, get_checkpoint, report.
 
-    def __init__(self, micro_batch_size: int, pad_id: int, has_eval: bool):
+    In "memory" shard mode the worker reads its shard once and then steps without a data
+    pipeline running beside it; on CPU that pipeline's threads cost a third of the step time
+    (benchmarks/sft_overhead.py).
+    """
+
+    def __init__(self, micro_batch_size: int, pad_id: int, has_eval: bool, shard: str = "stream"):
         import ray.train
 
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.micro = micro_batch_size
+        self.pad_id = pad_id
         self._collate = PadCollate(pad_id)
         self.has_eval = has_eval
+        self.shard = shard
+        self._held: dict[str, list[dict[str, Any]]] = {}
+
+    def _held_rows(self, name: str) -> list[dict[str, Any]]:
+        import ray.train
+
+        if name not in self._held:
+            rows: list[dict[str, Any]] = []
+            for batch in ray.train.get_dataset_shard(name).iter_batches(batch_size=1024, batch_format="numpy"):
+                rows.extend({key: batch[key][i] for key in batch} for i in range(len(batch["input_ids"])))
+            self._held[name] = rows
+        return self._held[name]
 
     def _batches(self, name: str) -> Any:
         import ray.train
 
+        if self.shard == "memory":
+            return held_batches(self._held_rows(name), self.micro, self.pad_id)
         return ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=self.micro, collate_fn=self._collate, drop_last=True)
 
     def train_batches(self) -> Any:
@@ -59,20 +81,81 @@ class RayTrainIO:
 
     @contextlib.contextmanager
     def resume_dir(self) -> Iterator[Path | None]:
+        """The newest complete checkpoint: Ray Train's, or a newer one it never registered.
+
+        Ray Train's controller registers a reported checkpoint on its next poll; a worker that
+        dies in between leaves a complete checkpoint in storage that Ray does not know. Its
+        completion marker makes it safe to use; reporting it again (no upload) hands it back
+        to Ray's keep-K bookkeeping.
+        """
         import ray.train
 
-        ckpt = ray.train.get_checkpoint()
+        known = ray.train.get_checkpoint()
+        newest = newest_complete_checkpoint(ray.train.get_context().get_storage())
+        adopt = newest is not None and (known is None or checkpoint_step(known.path) < checkpoint_step(newest.path))
+        ckpt = newest if adopt else known
         if ckpt is None:
             yield None
             return
         with ckpt.as_directory() as d:
             yield Path(d)
+        if adopt:
+            ray.train.report({"step": checkpoint_step(ckpt.path), "adopted": True}, checkpoint=ckpt,
+                             checkpoint_dir_name=Path(ckpt.path).name,
+                             checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD)
 
     def save(self, metrics: dict[str, Any], directory: Path, step: int) -> None:
         import ray.train
 
+        name = checkpoint_dir_name(step)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
-                         checkpoint_dir_name=f"step_{step:08d}")
+                         checkpoint_dir_name=name)
+        _barrier()  # every rank's part is in storage
+        if self.rank == 0:
+            storage = ray.train.get_context().get_storage()
+            mark_complete(storage.storage_filesystem, f"{storage.experiment_fs_path}/{name}", step)
+
+
+COMPLETE_MARKER = "mnemoray_complete.json"
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def checkpoint_step(path: str) -> int:
+    return int(Path(path).name.removeprefix("step_"))
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def mark_complete(fs: Any, path: str, step: int) -> None:
+    with fs.open_output_stream(f"{path}/{COMPLETE_MARKER}") as out:
+        out.write(json.dumps({"step": step}).encode())
+
+
+def newest_complete_checkpoint(storage: Any) -> Any:
+    """The highest-step checkpoint folder of this run that every rank finished writing, or None."""
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+
+    fs, root = storage.storage_filesystem, storage.experiment_fs_path
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return None
+    steps = sorted((checkpoint_step(e.path), e.path) for e in entries
+                   if e.type == pafs.FileType.Directory and Path(e.path).name.startswith("step_")
+                   and Path(e.path).name[5:].isdigit())
+    for _, path in reversed(steps):
+        if fs.get_file_info(f"{path}/{COMPLETE_MARKER}").type == pafs.FileType.File:
+            return Checkpoint(path=path, filesystem=fs)
+    return None
 
 
 def _worker_entry(config: dict[str, Any]) -> None:
@@ -84,7 +167,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
     cfg = SFTConfig.model_validate(config["cfg"])
     tok = AutoTokenizer.from_pretrained(config["model_path"])
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    io = RayTrainIO(cfg.schedule.micro_batch_size, pad_id, config["has_eval"])
+    io = RayTrainIO(cfg.schedule.micro_batch_size, pad_id, config["has_eval"], cfg.data.shard)
     train_worker(cfg, io, config["model_path"], config["total_steps"])
 
 

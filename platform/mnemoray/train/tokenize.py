@@ -118,3 +118,10 @@ def collate(batch: dict[str, Any], pad_id: int) -> dict[str, Any]:
         out["attention_mask"] = torch.from_numpy(mask)
     out["num_tokens"] = int(mask.sum())
     return out
+
+
+def held_batches(rows: list[dict[str, Any]], micro: int, pad_id: int) -> Any:
+    """Collated micro-batches over rows held in memory, in order; a last partial batch is dropped."""
+    for start in range(0, len(rows) - micro + 1, micro):
+        chunk = rows[start:start + micro]
+        yield collate({key: [r[key] for r in chunk] for key in chunk[0]}, pad_id)
