@@ -6,7 +6,7 @@ shard iterated during the steps, memory = shard read once). Prints figures and r
 by side; asserts nothing. Step time = median optimizer-step wall time from metrics.jsonl, skipping the
 first steps (warm-up) and excluding checkpoint/export time.
 
-    python benchmarks/sft_overhead.py [--steps 40] [--workers 2] [--out /tmp/sft_bench]
+    python benchmarks/sft_overhead.py [--steps 80] [--repeats 3] [--workers 2] [--out /tmp/sft_bench]
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ def run_ray(args, name: str, zero: int, workers: int, shard: str) -> tuple[dict,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs per setting (median reported)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/mnemoray_sft_bench"))
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--name", default="")
@@ -155,17 +156,26 @@ def main() -> None:
 
     ray.init(num_cpus=args.workers, include_dashboard=False,
              runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}})
-    results = {}
-    for zero in (2, 3):
-        results[("launcher", zero)] = run_launcher(args, f"launcher-z{zero}", zero, args.workers)
-        for shard in ("stream", "memory"):
-            results[(f"ray/{shard}", zero)] = run_ray(args, f"ray-{shard}-z{zero}", zero, args.workers, shard)
+    runs: dict[tuple[str, int], list[tuple[dict, float]]] = {}
+    for rep in range(args.repeats):  # interleaved, so a noisy minute hits every setting alike
+        for zero in (2, 3):
+            runs.setdefault(("launcher", zero), []).append(
+                run_launcher(args, f"launcher-z{zero}-r{rep}", zero, args.workers))
+            for shard in ("stream", "memory"):
+                runs.setdefault((f"ray/{shard}", zero), []).append(
+                    run_ray(args, f"ray-{shard}-z{zero}-r{rep}", zero, args.workers, shard))
     ray.shutdown()
+    results = {key: ({k: statistics.median(s[k] for s, _ in reps) for k in ("step_s", "wait_s", "tok_s")}
+                     | {"spread": (min(s["step_s"] for s, _ in reps), max(s["step_s"] for s, _ in reps))},
+                     statistics.median(w for _, w in reps)) for key, reps in runs.items()}
 
-    print(f"\nSFT overhead: tiny qwen2, {args.workers} CPU workers, {args.steps} steps, micro-batch 8, fp32\n")
-    print(f"{'setting':<24}{'step ms':>10}{'data wait ms':>14}{'tokens/s':>12}{'wall s':>10}")
+    print(f"\nSFT overhead: tiny qwen2, {args.workers} CPU workers, {args.steps} steps, micro-batch 8, fp32, "
+          f"median of {args.repeats} interleaved runs\n")
+    print(f"{'setting':<24}{'step ms':>10}{'min-max ms':>14}{'data wait ms':>14}{'tokens/s':>12}{'wall s':>10}")
     for (launcher, zero), (s, wall) in results.items():
-        print(f"{launcher + ' ZeRO-' + str(zero):<24}{s['step_s'] * 1000:>10.1f}{s['wait_s'] * 1000:>14.1f}{s['tok_s']:>12.0f}{wall:>10.1f}")
+        lo, hi = s["spread"]
+        print(f"{launcher + ' ZeRO-' + str(zero):<24}{s['step_s'] * 1000:>10.1f}{f'{lo * 1000:.1f}-{hi * 1000:.1f}':>14}"
+              f"{s['wait_s'] * 1000:>14.1f}{s['tok_s']:>12.0f}{wall:>10.1f}")
     print()
     for zero in (2, 3):
         bare_s = results[("launcher", zero)][0]["step_s"]
