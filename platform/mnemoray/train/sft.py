@@ -39,8 +39,8 @@ class RayTrainIO:
     """WorkerIO backed by Ray Train: dataset shards, get_checkpoint, report.
 
     In "memory" shard mode the worker reads its shard once and then steps without a data
-    pipeline running beside it; on CPU that pipeline's threads cost a third of the step time
-    (benchmarks/sft_overhead.py).
+    pipeline running beside it; on 2 CPU cores that pipeline's threads added about 20 % to a
+    ZeRO-2 step (benchmarks/sft_overhead.py).
     """
 
     def __init__(self, micro_batch_size: int, pad_id: int, has_eval: bool, shard: str = "stream"):
