@@ -30,6 +30,7 @@ from typing import Any
 import jsonschema
 from aiohttp import web
 
+from mnemoray.llm.event_loop import new_event_loop
 from mnemoray.llm.inflight import InFlightMeter, InFlightStats
 from mnemoray.llm.schema_instance import UnsupportedSchema, instance_for
 
@@ -261,7 +262,7 @@ class FaultServer:
         failure: list[BaseException] = []
 
         def serve() -> None:
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()
             self._loop = loop
             try:
                 loop.run_until_complete(self._open())
@@ -340,7 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     config.rates()  # fail fast on rates over 1
     counters = FaultCounters()
     print(f"fault server on http://127.0.0.1:{args.port}/v1 config={asdict(config)}", flush=True)
-    web.run_app(build_app(config, counters), host="127.0.0.1", port=args.port, access_log=None, print=None)
+    web.run_app(build_app(config, counters), host="127.0.0.1", port=args.port, access_log=None, print=None,
+                backlog=1024, loop=new_event_loop())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar, get_args
 
+from mnemoray.llm.event_loop import new_event_loop
 from mnemoray.llm.inflight import InFlightMeter, InFlightStats
 from mnemoray.llm.openai_transport import (
     CALL_HEADER,
@@ -48,21 +49,12 @@ _SETTINGS = (
 )
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when installed (it comes with ray[serve]): less CPU per request."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 class _LoopThread:
     """A private event loop on a daemon thread: lets sync `generate` work from any thread
     (with or without a running loop there) and keeps pooled connections between calls."""
 
     def __init__(self) -> None:
-        self._loop = _new_loop()
+        self._loop = new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="openai-engine-loop", daemon=True)
         self._thread.start()
 
@@ -82,10 +74,10 @@ class OpenAIEngine:
     count attempts the same way and return the same typed results:
     - "aiohttp" (default): bare aiohttp posts on one pooled session per loop, retried with
       tenacity. The default because client CPU per call decides whether a few hundred
-      requests stay in flight on a small machine: benchmarks/llm_throughput.py (2 cores,
-      200 ms latency) measured 0.2-0.3 ms per call against the SDK's 0.6-0.9 ms, and a
-      server-side in-flight / max of about 0.87 at 256 (the bare-aiohttp floor there)
-      against the SDK's 0.6-0.65.
+      requests stay in flight on a small machine: benchmarks/llm_throughput.py (2 CPUs,
+      200 ms latency, endpoint on its own CPU) measured 0.15-0.2 ms per call against the
+      SDK's 0.6-0.8 ms, and a server-side in-flight / max of 0.975 at 256 (bare aiohttp:
+      0.98) against the SDK's 0.88.
     - "sdk": the official `openai` client, for an endpoint that needs more of the client
       than a bearer key and `POST /chat/completions`.
     """
@@ -135,8 +127,20 @@ class OpenAIEngine:
         return runner.run(self.agenerate(requests))
 
     async def agenerate(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        """All requests concurrently (bounded); results in request order, one per request."""
-        return list(await asyncio.gather(*(self.agenerate_one(r) for r in requests)))
+        """All requests concurrently (bounded); results in request order, one per request.
+
+        `max_in_flight` workers pull requests in order, rather than one task per request
+        queued on the semaphore: a batch of 10,000 then starts sending at once instead of
+        after creating 10,000 tasks (tens of ms), and holds no more tasks than slots."""
+        results: list[ChatResult | None] = [None] * len(requests)
+        pending = iter(enumerate(requests))
+
+        async def worker() -> None:
+            for index, request in pending:  # one shared iterator: each request taken once
+                results[index] = await self.agenerate_one(request)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.max_in_flight, len(requests)))))
+        return results  # type: ignore[return-value]  # every slot filled by a worker
 
     async def agenerate_one(self, request: ChatRequest) -> ChatResult:
         transport, slots = self._transport_for_loop()
