@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,19 +36,15 @@ from pathlib import Path
 from mnemoray.llm.event_loop import new_event_loop
 from mnemoray.llm.openai_engine import OpenAIEngine
 from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
+from mnemoray.serving.ports import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
 def fault_endpoint(latency_ms: float, *extra_args: str, server_cpus: set[int] | None = None):
     """The fault server in its own process, so it does not share the client's GIL;
     `server_cpus` pins it to those CPUs."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnemoray.llm.fault_server", "--port", str(port), "--latency-ms", str(latency_ms),
          *extra_args],
@@ -224,7 +219,7 @@ def bench_serve(requests_per_client: int, max_tokens: int, clients: int = 32) ->
 
     model = ensure_tiny(Path(tempfile.gettempdir()) / "mnemoray-bench-tiny")
     out = []
-    port = _free_port()
+    port = free_port()
     for batching in (True, False):
         # A batch waits up to 100 ms to fill: on 2 cores, requests reach the replica
         # slowly enough that a 10 ms wait launches half-empty batches.

@@ -3,7 +3,14 @@ stand-ins (a scripted engine, a list memory) for control-flow tests of the evalu
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -106,3 +113,38 @@ def scripted_engine() -> type[ScriptedEngine]:
 def list_memory() -> type[ListMemory]:
     """The list-memory class (also usable as a memory factory)."""
     return ListMemory
+
+
+@contextlib.contextmanager
+def _serve_llm_cli(args: list[str], log: Path, wait_s: int = 300):
+    """`mnemoray serve llm ARGS` in its own process, as a user starts it; yields the `/v1`
+    base URL once `/v1/models` answers, then stops it with SIGTERM (as a job runner does)
+    and checks it exits 0. Failures show the end of its log."""
+    from mnemoray.serving.ports import free_port
+
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mnemoray", "serve", "llm", "--port", str(port), *args],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+        base = f"http://127.0.0.1:{port}/v1"
+        try:
+            for _ in range(wait_s):  # bounded: Ray, Serve and the model starting
+                assert proc.poll() is None, log.read_text()[-3000:]
+                try:
+                    json.loads(urllib.request.urlopen(f"{base}/models", timeout=5).read())
+                    break
+                except OSError:
+                    time.sleep(1)
+            else:
+                raise AssertionError(f"no answer from {base}/models: " + log.read_text()[-3000:])
+            yield base
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+@pytest.fixture
+def serve_llm_cli():
+    """The context manager above: `with serve_llm_cli(["--model", DIR], tmp_path / "log") as url:`."""
+    return _serve_llm_cli

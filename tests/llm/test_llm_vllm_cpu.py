@@ -149,3 +149,23 @@ def test_sft_export_loads_and_generates_in_vllm(tiny_model, tmp_path):
     assert all(r.ok for r in results), [r.error for r in results]
     jsonschema.validate(json.loads(results[0].text, strict=False), PERSON)
     assert 0 < results[1].usage.completion_tokens <= 8
+
+
+def test_serve_llm_cli_on_vllm(tiny_model, tmp_path, serve_llm_cli):
+    """`mnemoray serve llm --engine vllm` (ray.serve.llm's OpenAI app) as a user starts it:
+    /v1/models lists the model, chat completions come back with usage, a JSON-schema
+    `response_format` is decoded to a valid instance, and SIGTERM stops it cleanly."""
+    import urllib.request
+
+    from mnemoray.llm.openai_engine import OpenAIEngine
+
+    args = ["--engine", "vllm", "--model", tiny_model, "--model-id", "tiny", "--engine-kwargs", json.dumps(ENGINE_KWARGS)]
+    with serve_llm_cli(args, tmp_path / "serve.log") as base:
+        listed = json.loads(urllib.request.urlopen(f"{base}/models", timeout=10).read())
+        assert [m["id"] for m in listed["data"]] == ["tiny"]
+        with OpenAIEngine("tiny", base_url=base, max_in_flight=4, max_retries=0, timeout_s=300) as client:
+            results = client.generate([_request(0, PERSON, 96), _request(1, None, 8), _request(2, PERSON, 96)])
+    assert all(r.ok for r in results), [r.error for r in results]
+    for result in (results[0], results[2]):
+        jsonschema.validate(json.loads(result.text, strict=False), PERSON)
+    assert 0 < results[1].usage.completion_tokens <= 8 and results[1].usage.prompt_tokens > 5

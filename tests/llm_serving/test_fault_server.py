@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from serving_helpers import SMALL_SCHEMA, get_json, post_json
 from mnemoray import records
 from mnemoray.llm.fault_server import FaultConfig
 from mnemoray.llm.schema_instance import UnsupportedSchema, instance_for
+from mnemoray.serving.ports import free_port
 
 HAND_WRITTEN = [
     SMALL_SCHEMA,
@@ -109,14 +109,9 @@ def test_fault_rate_is_spread_over_five_kinds():
         FaultConfig(fault_rate=0.9, rate_500=0.5).rates()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_module_cli_serves_until_terminated():
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnemoray.llm.fault_server", "--port", str(port), "--rate-500", "1.0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

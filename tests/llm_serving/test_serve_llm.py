@@ -4,7 +4,6 @@ does not work there), called through the official client and OpenAIEngine."""
 from __future__ import annotations
 
 import json
-import socket
 
 import jsonschema
 import openai
@@ -14,14 +13,10 @@ from typer.testing import CliRunner
 
 from mnemoray.llm.openai_engine import OpenAIEngine
 from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
+from mnemoray.serving.ports import free_port
 
 pytestmark = pytest.mark.integration
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +26,7 @@ def llm_url(ray_local, tiny_model):
     from mnemoray.serving.llm_app import LLMAppConfig, run_llm_app
 
     cfg = LLMAppConfig(model=str(tiny_model), model_id="tiny", max_batch_size=8, batch_wait_timeout_s=0.05)
-    url = run_llm_app(cfg, port=_free_port())
+    url = run_llm_app(cfg, port=free_port())
     yield url
     serve.shutdown()
 
@@ -91,3 +86,8 @@ def test_serve_cli_refuses_bad_input_before_starting_ray(tmp_path):
     assert missing.exit_code == 2 and "no such model folder" in missing.output
     vllm = runner.invoke(app, ["serve", "llm", "--model", str(tmp_path), "--engine", "vllm"])
     assert vllm.exit_code == 2 and "vLLM" in vllm.output
+    for kwargs, says in (('{"max_model_len": ', "not JSON"), ("[2048]", "expected a JSON object, got list")):
+        bad = runner.invoke(app, ["serve", "llm", "--model", "m", "--engine", "vllm", "--engine-kwargs", kwargs])
+        assert bad.exit_code == 2 and f"--engine-kwargs: {says}" in bad.output
+    hf = runner.invoke(app, ["serve", "llm", "--model", str(tmp_path), "--engine-kwargs", "{}"])
+    assert hf.exit_code == 2 and "--engine vllm only" in hf.output

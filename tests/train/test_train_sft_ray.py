@@ -215,17 +215,13 @@ def test_bf16_gradient_checkpointing_and_offload_on_zero3(ray_local, tmp_path: P
 
 def _generates_through_serve(export: Path, req: ChatRequest) -> None:
     """The export behind the OpenAI-compatible Serve endpoint, called with OpenAIEngine."""
-    import socket
-
     from ray import serve
 
     from mnemoray.llm.openai_engine import OpenAIEngine
     from mnemoray.serving.llm_app import LLMAppConfig, run_llm_app
+    from mnemoray.serving.ports import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = run_llm_app(LLMAppConfig(model=str(export), model_id="sft-export"), port=port)
+    url = run_llm_app(LLMAppConfig(model=str(export), model_id="sft-export"), port=free_port())
     try:
         with OpenAIEngine(model="sft-export", base_url=url, max_retries=1) as client:
             served = client.generate([req])[0]

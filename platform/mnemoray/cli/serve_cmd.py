@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -27,6 +28,9 @@ def llm(
     num_replicas: int = typer.Option(1, min=1),
     device: str = typer.Option("cpu"),
     address: str = typer.Option(None, help="Ray address to join (default: start local Ray)"),
+    engine_kwargs: str = typer.Option(
+        None, help='vllm: engine arguments as a JSON object, e.g. \'{"tensor_parallel_size": 2, "max_model_len": 8192}\''
+    ),
 ) -> None:
     """Start the OpenAI-compatible endpoint (/v1/models, /v1/chat/completions); Ctrl-C stops it."""
     import ray
@@ -37,6 +41,7 @@ def llm(
 
     if engine not in ("hf", "vllm"):
         fail(f"unknown engine {engine!r}; use hf or vllm")
+    kwargs = _engine_kwargs(engine_kwargs, engine)
     if engine == "vllm":
         try:
             require_vllm()
@@ -53,13 +58,18 @@ def llm(
         batch_wait_timeout_s=batch_wait_timeout_s,
         num_replicas=num_replicas,
         device=device,
+        engine_kwargs=kwargs,
     )
     ray.init(address=address, ignore_reinit_error=True, runtime_env={"env_vars": WORKER_ENV})
-    url = run_llm_app(cfg, port=port, host=host)
-    typer.echo(f"serving {cfg.served_id()!r} at {url} (Ctrl-C to stop)")
+    # Right after ray.init (which installs Ray's own fatal-signal handler, aborting on
+    # SIGTERM) and before the app deploys: the HTTP proxy answers before serve.run
+    # returns, and a SIGTERM sent then (a job runner stopping us) must still shut down
+    # cleanly. A SIGTERM inside ray.init itself still meets Ray's handler.
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        url = run_llm_app(cfg, port=port, host=host)
+        typer.echo(f"serving {cfg.served_id()!r} at {url} (Ctrl-C to stop)")
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:
@@ -67,3 +77,18 @@ def llm(
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def _engine_kwargs(text: str | None, engine: str) -> dict | None:
+    """`--engine-kwargs` as a dict, refused with a clear message before Ray starts."""
+    if text is None:
+        return None
+    if engine != "vllm":
+        fail("--engine-kwargs applies to --engine vllm only")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        fail(f"--engine-kwargs: not JSON ({err})")
+    if not isinstance(value, dict):
+        fail(f"--engine-kwargs: expected a JSON object, got {type(value).__name__}")
+    return value

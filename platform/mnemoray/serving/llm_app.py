@@ -159,15 +159,26 @@ def require_vllm() -> None:
 
 
 def _build_vllm_app(cfg: LLMAppConfig) -> Any:
+    """`ray.serve.llm`'s OpenAI app over one vLLM model, with the engine defaults every
+    vLLM engine here uses (guided JSON without free whitespace; whole prefills on the CPU
+    build) and, on the CPU build, CPU instead of GPU reservations."""
     require_vllm()
     from ray.serve.llm import LLMConfig, build_openai_app
 
+    from mnemoray.llm.vllm_engine import vllm_engine_kwargs, vllm_is_cpu_build
+
+    on_cpu = vllm_is_cpu_build()
+    # The CPU build: the engine worker reserves a CPU, not a GPU, and the ingress (light
+    # HTTP routing) none, so one replica fits a 2-CPU machine next to the engine.
+    placement = {"placement_group_config": {"bundle_per_worker": {"CPU": 1}}} if on_cpu else {}
     llm_config = LLMConfig(
         model_loading_config={"model_id": cfg.served_id(), "model_source": cfg.model},
-        engine_kwargs=dict(cfg.engine_kwargs or {}),
+        engine_kwargs=vllm_engine_kwargs(dict(cfg.engine_kwargs or {}), as_object=True),
         deployment_config={"num_replicas": cfg.num_replicas},
+        **placement,
     )
-    return build_openai_app({"llm_configs": [llm_config]})
+    ingress = {"ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}} if on_cpu else {}
+    return build_openai_app({"llm_configs": [llm_config], **ingress})
 
 
 def run_llm_app(cfg: LLMAppConfig, port: int = 8000, host: str = "127.0.0.1", name: str = "llm",
