@@ -169,3 +169,29 @@ def test_serve_llm_cli_on_vllm(tiny_model, tmp_path, serve_llm_cli):
     for result in (results[0], results[2]):
         jsonschema.validate(json.loads(result.text, strict=False), PERSON)
     assert 0 < results[1].usage.completion_tokens <= 8 and results[1].usage.prompt_tokens > 5
+
+
+def test_llm_generate_cli_on_vllm(tiny_model, tmp_path):
+    """`mnemoray llm generate --engine vllm` as a user scripts it: one output line per input
+    line in order, schema-valid `parsed` for the request with a schema, usage counted."""
+    import subprocess
+    import sys
+
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "messages": [{"role": "user", "content": "a person"}], "json_schema": PERSON,
+         "params": {"max_tokens": 96}},
+        {"id": "b", "messages": [{"role": "user", "content": "hello"}], "params": {"max_tokens": 8}, "seed": 3},
+    ]) + "\n")
+    out = tmp_path / "results.jsonl"
+    kwargs = ",".join(f"{k}: {json.dumps(v)}" for k, v in ENGINE_KWARGS.items())
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnemoray", "llm", "generate", "--engine", "vllm", "--model", tiny_model,
+         "--input", str(requests), "--out", str(out), "--set", f"engine_kwargs={{{kwargs}}}"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["a", "b"]
+    assert all(line["error"] is None for line in lines), lines
+    jsonschema.validate(lines[0]["parsed"], PERSON)
+    assert lines[1]["parsed"] is None and 0 < lines[1]["usage"]["completion_tokens"] <= 8
