@@ -86,7 +86,7 @@ def test_serve_cli_refuses_bad_input_before_starting_ray(tmp_path):
     assert missing.exit_code == 2 and "no such model folder" in missing.output
     vllm = runner.invoke(app, ["serve", "llm", "--model", str(tmp_path), "--engine", "vllm"])
     assert vllm.exit_code == 2 and "vLLM" in vllm.output
-    for kwargs, says in (('{"max_model_len": ', "not JSON"), ("[2048]", "expected a JSON object, got list")):
+    for kwargs, says in (('{"max_model_len": ', "invalid JSON"), ("[2048]", "expected a JSON object, got list")):
         bad = runner.invoke(app, ["serve", "llm", "--model", "m", "--engine", "vllm", "--engine-kwargs", kwargs])
         assert bad.exit_code == 2 and f"--engine-kwargs: {says}" in bad.output
     hf = runner.invoke(app, ["serve", "llm", "--model", str(tmp_path), "--engine-kwargs", "{}"])

@@ -22,6 +22,17 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     raise typer.Exit(code)
 
 
+def json_object(text: str, where: str) -> dict[str, Any]:
+    """`text` as a JSON object, or exit 2 with `where: <what is wrong>`."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        fail(f"{where}: invalid JSON ({err.msg} at column {err.colno})")
+    if not isinstance(value, dict):
+        fail(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def friendly_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn bad-input exceptions into `error: <file>: record ...: field ...: reason` + exit 2."""
 

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from mnemoray.cli.common import fail, friendly_errors
+from mnemoray.cli.common import fail, friendly_errors, json_object
 from mnemoray.config import validate
 from mnemoray.llm.config import EngineConfig, build_engine, load_engine_config
 from mnemoray.llm.structured import generate_structured
@@ -35,12 +35,7 @@ def read_requests(path: Path, schema: dict[str, Any] | None, max_tokens: int | N
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as err:
-                fail(f"{path}:{lineno}: invalid JSON ({err.msg} at column {err.colno})")
-            if not isinstance(data, dict):
-                fail(f"{path}:{lineno}: expected a JSON object, got {type(data).__name__}")
+            data = json_object(line, f"{path}:{lineno}")
             try:
                 req = ChatRequest.model_validate(data)
             except ValidationError as err:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from pathlib import Path
 
 import typer
 
-from mnemoray.cli.common import fail, friendly_errors
+from mnemoray.cli.common import fail, friendly_errors, json_object
 
 app = typer.Typer(help="Serve models and services on Ray Serve.", no_args_is_help=True)
 
@@ -85,10 +84,4 @@ def _engine_kwargs(text: str | None, engine: str) -> dict | None:
         return None
     if engine != "vllm":
         fail("--engine-kwargs applies to --engine vllm only")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        fail(f"--engine-kwargs: not JSON ({err})")
-    if not isinstance(value, dict):
-        fail(f"--engine-kwargs: expected a JSON object, got {type(value).__name__}")
-    return value
+    return json_object(text, "--engine-kwargs")
