@@ -47,10 +47,10 @@ class LauncherIO:
         self.rows = rows[self.rank::self.world_size][: len(rows) // self.world_size]
         self.micro, self.pad_id = micro, pad_id
 
-    def train_batches(self):
-        from mnemoray.train.tokenize import held_batches
+    def train_batches(self, epoch):
+        from mnemoray.train.tokenize import epoch_order, held_batches
 
-        return held_batches(self.rows, self.micro, self.pad_id)
+        return held_batches(self.rows, self.micro, self.pad_id, epoch_order(len(self.rows), 0, epoch))
 
     def eval_batches(self):
         return None

@@ -12,7 +12,7 @@ from mnemoray.config import ConfigError, load_config
 from mnemoray.train.config import SFTConfig
 from mnemoray.train.ds_config import deepspeed_config, lr_factor, total_steps
 from mnemoray.train.formats import BadSample
-from mnemoray.train.tokenize import IGNORE, Encoded, collate, encode_chat, held_batches, pack
+from mnemoray.train.tokenize import IGNORE, Encoded, collate, encode_chat, epoch_order, held_batches, pack
 
 CHAT = [
     {"role": "system", "content": "You keep memories."},
@@ -106,6 +106,22 @@ def test_held_batches_collate_in_order_and_drop_the_partial_tail():
         assert batch.keys() == expected.keys() and "position_ids" in batch
         assert all(torch.equal(batch[k], expected[k]) for k in batch if k != "num_tokens")
         assert batch["num_tokens"] == expected["num_tokens"]
+
+
+def test_each_epoch_has_its_own_fixed_order():
+    first, second, third = (epoch_order(50, seed=7, epoch=e) for e in (0, 1, 2))
+    assert first == list(range(50))  # epoch 0: the order the seeded global shuffle left
+    assert sorted(second) == sorted(third) == first  # permutations: every row once
+    assert second != first and third != second
+    assert epoch_order(50, seed=7, epoch=1) == second  # a resume replays the same order
+    assert epoch_order(50, seed=8, epoch=1) != second
+
+
+def test_held_batches_follow_the_epoch_order():
+    rows = [{"input_ids": [i], "labels": [i]} for i in range(6)]
+    order = [5, 3, 1, 0, 2, 4]
+    firsts = [b["input_ids"][:, 0].tolist() for b in held_batches(rows, 2, pad_id=0, order=order)]
+    assert firsts == [[5, 3], [1, 0], [2, 4]]
 
 
 def test_lr_warmup_then_cosine_to_floor():

@@ -29,8 +29,9 @@ class WorkerIO(Protocol):
     rank: int
     world_size: int
 
-    def train_batches(self) -> Iterable[dict[str, Any]]:
-        """One epoch of this worker's collated micro-batches (same count on every worker)."""
+    def train_batches(self, epoch: int) -> Iterable[dict[str, Any]]:
+        """One epoch of this worker's collated micro-batches (same count on every worker),
+        in an order fixed by the shuffle seed and `epoch` (see tokenize.epoch_order)."""
 
     def eval_batches(self) -> Iterable[dict[str, Any]] | None:
         """This worker's eval batches, or None when there is no eval set."""
@@ -206,7 +207,7 @@ def train_worker(cfg: SFTConfig, io: WorkerIO, model_path: str, total: int) -> d
             log.log(last)
     window = {"loss": 0.0, "micro": 0, "tokens": 0, "t0": time.perf_counter(), "steps": 0, "wait": 0.0}
     while step < total:
-        for i, batch in _skip(io.train_batches(), state["batches_in_epoch"], window):
+        for i, batch in _skip(io.train_batches(state["epoch"]), state["batches_in_epoch"], window):
             loss = _forward(engine, batch)
             engine.backward(loss)
             engine.step()

@@ -22,7 +22,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from mnemoray.train.config import SFTConfig
 from mnemoray.train.dataset import DataStats, build_datasets
 from mnemoray.train.ds_config import total_steps
-from mnemoray.train.tokenize import collate, held_batches
+from mnemoray.train.tokenize import collate, epoch_order, held_batches
 
 
 class PadCollate(NumpyBatchCollateFn):
@@ -43,7 +43,8 @@ class RayTrainIO:
     ZeRO-2 step (benchmarks/sft_overhead.py).
     """
 
-    def __init__(self, micro_batch_size: int, pad_id: int, has_eval: bool, shard: str = "stream"):
+    def __init__(self, micro_batch_size: int, pad_id: int, has_eval: bool, shard: str = "stream",
+                 shuffle_seed: int = 0):
         import ray.train
 
         ctx = ray.train.get_context()
@@ -54,6 +55,7 @@ class RayTrainIO:
         self._collate = PadCollate(pad_id)
         self.has_eval = has_eval
         self.shard = shard
+        self.shuffle_seed = shuffle_seed
         self._held: dict[str, list[dict[str, Any]]] = {}
 
     def _held_rows(self, name: str) -> list[dict[str, Any]]:
@@ -66,15 +68,21 @@ class RayTrainIO:
             self._held[name] = rows
         return self._held[name]
 
-    def _batches(self, name: str) -> Any:
+    def _batches(self, name: str, epoch: int = 0) -> Any:
         import ray.train
 
         if self.shard == "memory":
-            return held_batches(self._held_rows(name), self.micro, self.pad_id)
-        return ray.train.get_dataset_shard(name).iter_torch_batches(batch_size=self.micro, collate_fn=self._collate, drop_last=True)
+            rows = self._held_rows(name)
+            return held_batches(rows, self.micro, self.pad_id, epoch_order(len(rows), self.shuffle_seed, epoch))
+        # Streamed shards: from epoch 1 on, a seeded local shuffle (a window of rows, not the
+        # whole shard) so epochs differ while memory stays bounded.
+        shuffle = {"local_shuffle_buffer_size": max(256, 16 * self.micro),
+                   "local_shuffle_seed": self.shuffle_seed * 1009 + epoch} if epoch else {}
+        return ray.train.get_dataset_shard(name).iter_torch_batches(
+            batch_size=self.micro, collate_fn=self._collate, drop_last=True, **shuffle)
 
-    def train_batches(self) -> Any:
-        return self._batches("train")
+    def train_batches(self, epoch: int) -> Any:
+        return self._batches("train", epoch)
 
     def eval_batches(self) -> Any:
         return self._batches("eval") if self.has_eval else None
@@ -167,7 +175,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
     cfg = SFTConfig.model_validate(config["cfg"])
     tok = AutoTokenizer.from_pretrained(config["model_path"])
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    io = RayTrainIO(cfg.schedule.micro_batch_size, pad_id, config["has_eval"], cfg.data.shard)
+    io = RayTrainIO(cfg.schedule.micro_batch_size, pad_id, config["has_eval"], cfg.data.shard, cfg.data.shuffle_seed)
     train_worker(cfg, io, config["model_path"], config["total_steps"])
 
 

@@ -120,8 +120,20 @@ def collate(batch: dict[str, Any], pad_id: int) -> dict[str, Any]:
     return out
 
 
-def held_batches(rows: list[dict[str, Any]], micro: int, pad_id: int) -> Any:
-    """Collated micro-batches over rows held in memory, in order; a last partial batch is dropped."""
-    for start in range(0, len(rows) - micro + 1, micro):
-        chunk = rows[start:start + micro]
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The order a worker visits its n rows in one epoch: as stored in epoch 0 (the data
+    set was shuffled once with `seed`), then a fresh permutation per epoch drawn from
+    (seed, epoch). Fixed by its arguments, so a resume mid-epoch skips exactly the
+    batches the crashed run had taken."""
+    if epoch == 0:
+        return list(range(n))
+    return np.random.default_rng([seed, epoch]).permutation(n).tolist()
+
+
+def held_batches(rows: list[dict[str, Any]], micro: int, pad_id: int, order: list[int] | None = None) -> Any:
+    """Collated micro-batches over rows held in memory, in `order` (default: as held); a
+    last partial batch is dropped (its rows come up in another epoch's order)."""
+    order = list(range(len(rows))) if order is None else order
+    for start in range(0, len(order) - micro + 1, micro):
+        chunk = [rows[i] for i in order[start:start + micro]]
         yield collate({key: [r[key] for r in chunk] for key in chunk[0]}, pad_id)
