@@ -93,3 +93,16 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path):
     cache = ResponseCache(tmp_path)
     assert len(cache) == 160
     assert cache.get_many(["3-39", "0-0", "missing"]).keys() == {"3-39", "0-0"}
+
+
+def test_close_reaches_the_wrapped_engine(tmp_path: Path, scripted_engine):
+    class Closable(scripted_engine):
+        closed = 0
+
+        def close(self):
+            self.closed += 1
+
+    inner = Closable(lambda r: "x")
+    CachedEngine(inner, ResponseCache(tmp_path)).close()
+    assert inner.closed == 1
+    CachedEngine(scripted_engine(lambda r: "x"), ResponseCache(tmp_path / "b")).close()  # nothing to close: fine

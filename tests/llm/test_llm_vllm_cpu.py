@@ -65,7 +65,10 @@ def test_vllm_engine_guided_json_and_usage(tiny_model: str):
 
     engine = build_engine(EngineConfig(engine="vllm", model=tiny_model, engine_kwargs=ENGINE_KWARGS))
     requests = [_request(i, PERSON, 96) for i in range(4)] + [_request(4, None, 8)]
-    results = engine.generate(requests)
+    try:
+        results = engine.generate(requests)
+    finally:
+        engine.close()  # its engine-core process, or pytest waits on it at exit
     assert [r.id for r in results] == [r.id for r in requests]
     for result in results:
         assert result.ok, result.error
@@ -145,7 +148,10 @@ def test_sft_export_loads_and_generates_in_vllm(tiny_model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     export = tmp_path / "sft-local" / "hf"
     engine = build_engine(EngineConfig(engine="vllm", model=str(export), engine_kwargs=ENGINE_KWARGS))
-    results = engine.generate([_request(0, PERSON, 96), _request(1, None, 8)])
+    try:
+        results = engine.generate([_request(0, PERSON, 96), _request(1, None, 8)])
+    finally:
+        engine.close()
     assert all(r.ok for r in results), [r.error for r in results]
     jsonschema.validate(json.loads(results[0].text, strict=False), PERSON)
     assert 0 < results[1].usage.completion_tokens <= 8

@@ -108,3 +108,9 @@ class CachedEngine:
             for i, r in zip(misses, fresh):
                 results[i] = r
         return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        """Release the wrapped engine (its connections or engine process), if it holds any."""
+        close = getattr(self.engine, "close", None)
+        if callable(close):
+            close()

