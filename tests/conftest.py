@@ -116,10 +116,11 @@ def list_memory() -> type[ListMemory]:
 
 
 @contextlib.contextmanager
-def _serve_llm_cli(args: list[str], log: Path, wait_s: int = 300):
+def _serve_llm_cli(args: list[str], log: Path, wait_s: int = 300, until_log: str | None = None):
     """`mnemoray serve llm ARGS` in its own process, as a user starts it; yields the `/v1`
-    base URL once `/v1/models` answers, then stops it with SIGTERM (as a job runner does)
-    and checks it exits 0. Failures show the end of its log."""
+    base URL once `/v1/models` answers (or, with `until_log`, as soon as its log shows that
+    text: a moment inside start-up), then stops it with SIGTERM (as a job runner does) and
+    checks it exits 0. Failures show the end of its log."""
     from mnemoray.serving.ports import free_port
 
     port = free_port()
@@ -128,15 +129,20 @@ def _serve_llm_cli(args: list[str], log: Path, wait_s: int = 300):
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
         base = f"http://127.0.0.1:{port}/v1"
         try:
-            for _ in range(wait_s):  # bounded: Ray, Serve and the model starting
+            for _ in range(wait_s * 10):  # bounded: Ray, Serve and the model starting
                 assert proc.poll() is None, log.read_text()[-3000:]
+                if until_log is not None:
+                    if until_log in log.read_text():
+                        break
+                    time.sleep(0.1)
+                    continue
                 try:
                     json.loads(urllib.request.urlopen(f"{base}/models", timeout=5).read())
                     break
                 except OSError:
-                    time.sleep(1)
+                    time.sleep(0.1)
             else:
-                raise AssertionError(f"no answer from {base}/models: " + log.read_text()[-3000:])
+                raise AssertionError(f"{base} not ready: " + log.read_text()[-3000:])
             yield base
         finally:
             proc.send_signal(signal.SIGTERM)

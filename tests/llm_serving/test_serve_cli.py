@@ -23,13 +23,12 @@ POINT = {
 
 
 def test_serve_llm_cli_answers_and_stops_on_sigterm(tiny_model, tmp_path, serve_llm_cli):
-    model = tiny_model
     ask = [
         ChatRequest(id="plain", messages=[ChatMessage(role="user", content="hi")], params=SamplingParams(max_tokens=6)),
         ChatRequest(id="json", messages=[ChatMessage(role="user", content="a point")],
                     params=SamplingParams(max_tokens=96), json_schema=POINT),
     ]
-    with serve_llm_cli(["--model", str(model), "--model-id", "tiny"], tmp_path / "serve.log") as base:
+    with serve_llm_cli(["--model", str(tiny_model), "--model-id", "tiny"], tmp_path / "serve.log") as base:
         with OpenAIEngine("tiny", base_url=base, max_in_flight=2, max_retries=0, timeout_s=120) as client:
             plain, structured = client.generate(ask)
     assert plain.ok and 0 < plain.usage.completion_tokens <= 6, plain.error
@@ -37,31 +36,10 @@ def test_serve_llm_cli_answers_and_stops_on_sigterm(tiny_model, tmp_path, serve_
     jsonschema.validate(json.loads(structured.text), POINT)
 
 
-def test_serve_llm_cli_sigterm_while_starting_exits_cleanly(tiny_model, tmp_path):
+def test_serve_llm_cli_sigterm_while_starting_exits_cleanly(tiny_model, tmp_path, serve_llm_cli):
     """A stop request that lands while the app is still deploying (Serve is up, serve.run
     has not returned) finishes the start-up, then shuts down with exit 0."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from mnemoray.serving.ports import free_port
-
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mnemoray", "serve", "llm", "--model", str(tiny_model), "--port", str(free_port())],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
-        try:
-            for _ in range(600):  # bounded wait for Serve to start deploying the app
-                if "Started Serve" in log.read_text() or proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-            assert proc.poll() is None, log.read_text()[-3000:]
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
-    text = log.read_text()
-    assert proc.returncode == 0, text[-3000:]
-    assert "SIGTERM received" not in text  # Ray's fatal-signal handler did not take it
+    with serve_llm_cli(["--model", str(tiny_model)], log, until_log="Started Serve"):
+        pass  # SIGTERM now; the helper asserts exit 0
+    assert "SIGTERM received" not in log.read_text()  # Ray's fatal-signal handler did not take it

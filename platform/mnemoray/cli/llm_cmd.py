@@ -18,7 +18,7 @@ from mnemoray.cli.common import fail, friendly_errors, json_object
 from mnemoray.config import validate
 from mnemoray.llm.config import EngineConfig, build_engine, load_engine_config
 from mnemoray.llm.structured import generate_structured
-from mnemoray.llm.types import ChatRequest, ChatResult
+from mnemoray.llm.types import ChatRequest, ChatResult, close_engine
 
 app = typer.Typer(help="Generate with an LLM engine (hf, openai, vllm).", no_args_is_help=True)
 
@@ -116,7 +116,5 @@ def generate(
                     fh.write(_line(result) + "\n")
                 fh.flush()
     finally:
-        close = getattr(eng, "close", None)
-        if callable(close):
-            close()  # release pooled connections (openai) before the process exits
+        close_engine(eng)  # pooled connections, a vLLM engine process: released before exit
     typer.echo(f"{len(requests)} requests: {ok} ok, {len(requests) - ok} failed -> {out}")

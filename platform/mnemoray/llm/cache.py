@@ -14,7 +14,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from mnemoray.llm.types import ChatRequest, ChatResult, Engine
+from mnemoray.llm.types import ChatRequest, ChatResult, Engine, close_engine
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, result TEXT NOT NULL)"
 
@@ -111,6 +111,4 @@ class CachedEngine:
 
     def close(self) -> None:
         """Release the wrapped engine (its connections or engine process), if it holds any."""
-        close = getattr(self.engine, "close", None)
-        if callable(close):
-            close()
+        close_engine(self.engine)

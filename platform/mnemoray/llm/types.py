@@ -79,3 +79,11 @@ class Engine(Protocol):
     model: str
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResult]: ...
+
+
+def close_engine(engine: Any) -> None:
+    """Release what an engine holds (pooled connections, an engine process), for engines
+    that hold anything: `close()` is optional in the Engine protocol."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()

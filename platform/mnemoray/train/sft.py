@@ -22,7 +22,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from mnemoray.train.config import SFTConfig
 from mnemoray.train.dataset import DataStats, build_datasets
 from mnemoray.train.ds_config import total_steps
-from mnemoray.train.tokenize import collate, epoch_order, held_batches
+from mnemoray.train.tokenize import collate, epoch_order, epoch_seed, held_batches
 
 
 class PadCollate(NumpyBatchCollateFn):
@@ -77,7 +77,7 @@ class RayTrainIO:
         # Streamed shards: from epoch 1 on, a seeded local shuffle (a window of rows, not the
         # whole shard) so epochs differ while memory stays bounded.
         shuffle = {"local_shuffle_buffer_size": max(256, 16 * self.micro),
-                   "local_shuffle_seed": self.shuffle_seed * 1009 + epoch} if epoch else {}
+                   "local_shuffle_seed": epoch_seed(self.shuffle_seed, epoch)} if epoch else {}
         return ray.train.get_dataset_shard(name).iter_torch_batches(
             batch_size=self.micro, collate_fn=self._collate, drop_last=True, **shuffle)
 

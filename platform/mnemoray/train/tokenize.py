@@ -120,6 +120,11 @@ def collate(batch: dict[str, Any], pad_id: int) -> dict[str, Any]:
     return out
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """One integer seed per (shuffle seed, epoch), for shuffles that take a single int."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The order a worker visits its n rows in one epoch: as stored in epoch 0 (the data
     set was shuffled once with `seed`), then a fresh permutation per epoch drawn from
@@ -127,7 +132,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     batches the crashed run had taken."""
     if epoch == 0:
         return list(range(n))
-    return np.random.default_rng([seed, epoch]).permutation(n).tolist()
+    return np.random.default_rng(epoch_seed(seed, epoch)).permutation(n).tolist()
 
 
 def held_batches(rows: list[dict[str, Any]], micro: int, pad_id: int, order: list[int] | None = None) -> Any:
