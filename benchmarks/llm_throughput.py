@@ -36,7 +36,7 @@ from pathlib import Path
 from mnemoray.llm.event_loop import new_event_loop
 from mnemoray.llm.openai_engine import OpenAIEngine
 from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
-from mnemoray.serving.ports import free_port
+from mnemoray.ports import free_port
 
 
 
@@ -192,7 +192,7 @@ def bench_engine(latency_ms: float, waves: int, pinned: bool) -> list[dict]:
 def bench_ray_data(latency_ms: float, n: int) -> list[dict]:
     import ray
 
-    from mnemoray.llm.ray_data import run_requests
+    from mnemoray.distributed.data.llm_requests import run_requests
 
     rows_in = [{"id": f"d{i}", "messages": [{"role": "user", "content": f"row {i}"}]} for i in range(n)]
     out = []
@@ -215,7 +215,7 @@ def bench_serve(requests_per_client: int, max_tokens: int, clients: int = 32) ->
     from ray import serve
 
     from mnemoray.llm.tiny import ensure_tiny
-    from mnemoray.serving.llm_app import LLMAppConfig, run_llm_app
+    from mnemoray.distributed.serve.llm_app import LLMAppConfig, run_llm_app
 
     model = ensure_tiny(Path(tempfile.gettempdir()) / "mnemoray-bench-tiny")
     out = []
@@ -279,7 +279,7 @@ def main() -> None:
         return
     import ray
 
-    from mnemoray.pipelines.ray_runtime import WORKER_ENV
+    from mnemoray.distributed.runtime import WORKER_ENV
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": WORKER_ENV})

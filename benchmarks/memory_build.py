@@ -26,7 +26,7 @@ from mnemoray.llm.fault_server import FaultConfig, FaultServer
 from mnemoray.llm.openai_engine import OpenAIEngine
 from mnemoray.llm.tiny import ensure_tiny
 from mnemoray.loaders import load_dataset
-from mnemoray.memory import LLM_FRAMEWORKS
+from mnemoray.memory.registry import llm_frameworks
 from mnemoray.memory.bank import write_bank
 from mnemoray.memory.build import build_history
 
@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA_ROOT / "locomo")
     ap.add_argument("--histories", type=int, default=2)
     ap.add_argument("--sessions", type=int, default=6, help="sessions read per history")
-    ap.add_argument("--frameworks", default=",".join(LLM_FRAMEWORKS), help="default: every LLM-built framework")
+    ap.add_argument("--frameworks", default=",".join(llm_frameworks()), help="default: every LLM-built framework")
     args = ap.parse_args()
 
     from transformers import AutoTokenizer

@@ -27,7 +27,7 @@ LOCAL = REPO / "configs" / "train" / "sft_local.yaml"
 
 def _cfg(out: Path, name: str, zero: int, steps: int, workers: int, data: Path, tiny: Path, shard: str = "memory"):
     from mnemoray.config import load_config
-    from mnemoray.train.config import SFTConfig
+    from mnemoray.config.train import SFTConfig
 
     return load_config(SFTConfig, LOCAL, [
         f"name={name}", f"out={out}", f"model.tiny_cache_dir={tiny}", f"data.train=[{{path: {data}}}]",
@@ -115,7 +115,7 @@ def run_launcher(args, name: str, zero: int, workers: int) -> tuple[dict, float]
 
 
 def run_ray(args, name: str, zero: int, workers: int, shard: str) -> tuple[dict, float]:
-    from mnemoray.train.sft import run_sft
+    from mnemoray.distributed.train.sft import run_sft
 
     cfg = _cfg(Path(args.out), name, zero, args.steps, workers, Path(args.data), Path(args.tiny), shard)
     t0 = time.perf_counter()

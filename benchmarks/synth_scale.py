@@ -37,8 +37,8 @@ def one_run(args: argparse.Namespace) -> None:
 
     from mnemoray.config import load_config
     from mnemoray.llm.tiny import ensure_tiny
-    from mnemoray.pipelines.synth import run_rolememo
-    from mnemoray.synth.config import RoleMemoConfig
+    from mnemoray.distributed.data.synth_rolememo import run_rolememo
+    from mnemoray.config.synth import RoleMemoConfig
 
     tokenizer = ensure_tiny(Path(args.tiny_cache).expanduser(), arch="qwen2", seed=0)
     overrides = [f"out={args.out}", f"llm={args.llm}", "llm_overrides=[]", f"tokenizer={tokenizer}",

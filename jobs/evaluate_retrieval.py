@@ -16,7 +16,7 @@ from rich.console import Console
 
 from mnemoray.config import ConfigError, RetrievalSuiteConfig, load_config
 from mnemoray.loaders import DatasetError
-from mnemoray.pipelines.retrieval_suite import run_suite
+from mnemoray.distributed.data.retrieval_suite import run_suite
 
 
 def main(argv: list[str] | None = None) -> int:

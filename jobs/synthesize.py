@@ -16,8 +16,8 @@ from pathlib import Path
 
 from mnemoray.config import ConfigError, load_config
 from mnemoray.loaders import DatasetError
-from mnemoray.pipelines.synth import run_rolememo
-from mnemoray.synth.config import RoleMemoConfig
+from mnemoray.distributed.data.synth_rolememo import run_rolememo
+from mnemoray.config.synth import RoleMemoConfig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from mnemoray.config import ConfigError, load_config
 from mnemoray.loaders import DatasetError
-from mnemoray.train.config import SFTConfig
-from mnemoray.train.sft import run_sft
+from mnemoray.config.train import SFTConfig
+from mnemoray.distributed.train.sft import run_sft
 
 
 def main(argv: list[str] | None = None) -> int:

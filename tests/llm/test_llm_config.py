@@ -8,7 +8,8 @@ import pytest
 
 from mnemoray.config import REPO_ROOT, ConfigError
 from mnemoray.llm.cache import CachedEngine
-from mnemoray.llm.config import EngineConfig, build_engine, load_engine_config
+from mnemoray.config.llm import EngineConfig, load_engine_config
+from mnemoray.llm.registry import build_engine
 from mnemoray.llm.hf_engine import HFEngine
 from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
 

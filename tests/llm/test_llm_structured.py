@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fakes import ScriptedEngine
 from pydantic import BaseModel, Field
 
 from mnemoray.llm.hf_engine import HFEngine
@@ -51,27 +52,6 @@ def test_validate_against_schema_and_pydantic():
         validate({"name": "A", "age": -1}, Person)
     with pytest.raises(SchemaError, match="schema itself"):
         validate({}, {"type": 12})
-
-
-class ScriptedEngine:
-    """Deterministic stand-in for parse/retry control flow only: answers from a script per request."""
-
-    name = "scripted"
-    model = "script"
-
-    def __init__(self, script: dict[str, list[str]]):
-        self.script = script
-        self.calls: list[list[ChatRequest]] = []
-
-    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        self.calls.append(requests)
-        out = []
-        for r in requests:
-            answers = self.script[r.messages[0].content]
-            turn = (len(r.messages) - 1) // 2  # each retry appends the bad answer + feedback
-            out.append(ChatResult(id=r.id, text=answers[min(turn, len(answers) - 1)],
-                                  usage=Usage(prompt_tokens=10, completion_tokens=5), latency_s=0.5))
-        return out
 
 
 def ask(topic: str, schema=SCHEMA, rid: str | None = None) -> ChatRequest:

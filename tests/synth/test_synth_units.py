@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from repo_paths import REPO
 
 from mnemoray.llm.types import ChatResult
 from mnemoray.loaders.errors import DatasetError
 from mnemoray.synth import assembly, checks, stages
-from mnemoray.synth.config import INSIGHT_TYPES, RoleMemoConfig
+from mnemoray.config.synth import INSIGHT_TYPES, RoleMemoConfig
 from mnemoray.synth.personas import load_seed_personas
 from mnemoray.synth.store import StageStore, expand
 
@@ -227,7 +228,7 @@ def _dlg(i: int, tokens: int = 100) -> dict:
 
 
 def test_assembly_fills_to_the_budget_in_time_order_with_queries_last():
-    from mnemoray.synth.config import AssemblyConfig
+    from mnemoray.config.synth import AssemblyConfig
 
     pool = [assembly.PoolEntry(f"dis-{i}", 50 + i) for i in range(10)]
     h = assembly.assemble(PERSONA, [_dlg(1), _dlg(2)], pool, {"dlg-1": 5, "dlg-2": 5}, 2000, AssemblyConfig())
@@ -245,7 +246,7 @@ def test_assembly_fills_to_the_budget_in_time_order_with_queries_last():
 
 
 def test_assembly_never_exceeds_the_budget_and_drops_what_cannot_fit():
-    from mnemoray.synth.config import AssemblyConfig
+    from mnemoray.config.synth import AssemblyConfig
 
     h = assembly.assemble(PERSONA, [_dlg(1, 300), _dlg(2, 300)], [assembly.PoolEntry("d", 500)], {}, 400,
                           AssemblyConfig(allow_repeats=False))
@@ -286,7 +287,7 @@ def test_cli_names_the_persona_file_when_no_persona_is_valid(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"name": "x"}\n{oops\n')
-    config = Path(__file__).resolve().parents[2] / "configs" / "synth" / "rolememo_local.yaml"
+    config = REPO / "configs" / "synth" / "rolememo_local.yaml"
     result = CliRunner().invoke(app, ["synth", "rolememo", "--config", str(config), "--personas", str(bad),
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 2

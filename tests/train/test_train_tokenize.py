@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from mnemoray.config import ConfigError, load_config
-from mnemoray.train.config import SFTConfig
+from mnemoray.config.train import SFTConfig
 from mnemoray.train.ds_config import deepspeed_config, lr_factor, total_steps
 from mnemoray.train.formats import BadSample
 from mnemoray.train.tokenize import IGNORE, Encoded, collate, encode_chat, epoch_order, held_batches, pack

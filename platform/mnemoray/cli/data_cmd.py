@@ -17,13 +17,13 @@ app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
 @app.command("validate")
 @friendly_errors
 def validate(
-    dataset: str = typer.Option(..., help=f"one of {', '.join(sorted(DATASETS))}"),
+    dataset: str = typer.Option(..., help=DATASETS.help()),
     data: Path = typer.Option(..., help="a dataset file or a folder of files"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="list invalid records instead of stopping at the first"),
 ) -> None:
     """Load every record; print counts, or the first error (exit 2)."""
     if dataset not in DATASETS:
-        fail(f"unknown dataset '{dataset}'; choose one of {sorted(DATASETS)}")
+        fail(f"unknown dataset '{dataset}'; choose one of {DATASETS.names()}")
     samples, errors = load_dataset(dataset, data, skip_invalid)
     table = Table("history", "sessions", "turns", "queries")
     for entry in samples:

@@ -8,6 +8,11 @@ import typer
 
 from mnemoray.cli.common import flag_overrides, friendly_errors
 from mnemoray.config import RetrievalEvalConfig, RetrievalSuiteConfig, load_config
+from mnemoray.loaders.registry import DATASETS
+from mnemoray.memory.registry import FRAMEWORKS
+
+_MEMORY_HELP = (f"{FRAMEWORKS.help(built_by_llm=False)}, or with --memory-bank an LLM-built one: "
+                f"{FRAMEWORKS.help(built_by_llm=True)}")
 
 app = typer.Typer(help="Evaluate memory frameworks.", no_args_is_help=True)
 
@@ -22,9 +27,9 @@ def _ks(text: str) -> list[int]:
 @app.command("retrieval")
 @friendly_errors
 def retrieval(
-    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval, perltqa, rolememo or bookmarks"),
+    dataset: str = typer.Option(None, help=DATASETS.help()),
     data: Path = typer.Option(None, help="a dataset file or a folder of files"),
-    memory: str = typer.Option(None, help="rag-dense, rag-bm25, rag-hybrid, or an LLM framework with --memory-bank"),
+    memory: str = typer.Option(None, help=_MEMORY_HELP),
     k: str = typer.Option(None, "--k", help="cut-offs, e.g. 5,10,20"),
     out: Path = typer.Option(None, help="output folder (metrics.json, per_query.jsonl, report.md)"),
     config: Path = typer.Option(None, help="YAML config; options given here override it"),
@@ -42,7 +47,7 @@ def retrieval(
         "ray.address": address, "skip_invalid": skip_invalid,
     }) + list(overrides or [])
     cfg = load_config(RetrievalEvalConfig, config, extra)
-    from mnemoray.pipelines.retrieval_eval import run_retrieval_eval
+    from mnemoray.distributed.data.retrieval_eval import run_retrieval_eval
 
     summary = run_retrieval_eval(cfg)
     from mnemoray.eval.compare import print_comparison, wide_console
@@ -64,7 +69,7 @@ def suite(
     overrides: list[str] = typer.Argument(None, help="key=value config overrides"),
 ) -> None:
     """The main job: every configured memory on every configured dataset, then one table."""
-    from mnemoray.pipelines.retrieval_suite import run_suite
+    from mnemoray.distributed.data.retrieval_suite import run_suite
 
     extra = list(overrides or [])
     if out:
@@ -99,9 +104,9 @@ def compare(dirs: list[Path] = typer.Argument(..., help="run folders containing 
 @app.command("qa")
 @friendly_errors
 def qa(
-    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval, perltqa, rolememo or bookmarks"),
+    dataset: str = typer.Option(None, help=DATASETS.help()),
     data: Path = typer.Option(None, help="a dataset file or a folder of files"),
-    memory: str = typer.Option(None, help="rag-dense, rag-bm25, rag-hybrid, or an LLM framework with --memory-bank"),
+    memory: str = typer.Option(None, help=_MEMORY_HELP),
     memory_bank: Path = typer.Option(None, "--memory-bank", help="a folder written by `mnemoray memory build`"),
     answerer: Path = typer.Option(None, help="LLM engine config answering the questions"),
     judge: Path = typer.Option(None, help="LLM engine config judging the answers"),
@@ -115,7 +120,7 @@ def qa(
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. ray.workers=1"),
 ) -> None:
     """Answer questions from retrieved memory with an LLM; judge (lenient + strict), F1, BLEU-1."""
-    from mnemoray.pipelines.qa_eval import QAEvalConfig, run_qa_eval
+    from mnemoray.distributed.data.qa_eval import QAEvalConfig, run_qa_eval
 
     extra = flag_overrides({
         "dataset": dataset, "data": data, "memory_bank": memory_bank, "answerer": answerer, "judge": judge,
@@ -149,7 +154,6 @@ def _print_judged(summary: dict, out: Path) -> None:
     typer.echo(f"outputs in {out}/ (metrics.json, per_query.jsonl, report.md)")
 
 
-_MEMORY_HELP = "rag-dense, rag-bm25, rag-hybrid, or an LLM framework with --memory-bank"
 
 
 @app.command("rolememo")
@@ -171,7 +175,7 @@ def rolememo(
 ) -> None:
     """RoleMemo Recall@k Fact / Insight: max cosine of each gold fragment / insight to the top-k memory."""
     from mnemoray.config import RoleMemoRecallConfig
-    from mnemoray.pipelines.judge_evals import run_rolememo_eval
+    from mnemoray.distributed.data.judged_evals import run_rolememo_eval
 
     extra = flag_overrides({
         "data": data, "memory.name": memory, "memory_bank": memory_bank, "k": k, "fact_threshold": fact_threshold,
@@ -202,7 +206,7 @@ def roleplay(
 ) -> None:
     """Role-play quality: in-character replies from memory, judged 0-5 on 4 dimensions, runs averaged."""
     from mnemoray.config import RolePlayEvalConfig
-    from mnemoray.pipelines.judge_evals import run_roleplay_eval
+    from mnemoray.distributed.data.judged_evals import run_roleplay_eval
 
     extra = flag_overrides({
         "data": data, "memory.name": memory, "memory_bank": memory_bank, "responder": responder, "judge": judge,
@@ -233,7 +237,7 @@ def realmem_judge(
 ) -> None:
     """RealMem LLM metrics: QA score 0-3, memory recall, memory helpfulness 0-2 (+ evidence recall)."""
     from mnemoray.config import RealMemJudgeConfig
-    from mnemoray.pipelines.judge_evals import run_realmem_judge
+    from mnemoray.distributed.data.judged_evals import run_realmem_judge
 
     extra = flag_overrides({
         "data": data, "memory.name": memory, "memory_bank": memory_bank, "answerer": answerer, "judge": judge,

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from mnemoray.cli.common import fail, friendly_errors, json_object
 from mnemoray.config import validate
-from mnemoray.llm.config import EngineConfig, build_engine, load_engine_config
+from mnemoray.config.llm import EngineConfig, load_engine_config
+from mnemoray.llm.registry import build_engine
 from mnemoray.llm.structured import generate_structured
 from mnemoray.llm.types import ChatRequest, ChatResult, close_engine
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from mnemoray.cli import data_cmd, eval_cmd, llm_cmd, memory_cmd, model_cmd, serve_cmd, synth_cmd, train_cmd
+from mnemoray.cli import (
+    config_cmd,
+    data_cmd,
+    eval_cmd,
+    llm_cmd,
+    memory_cmd,
+    model_cmd,
+    serve_cmd,
+    synth_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="mnemoray",
@@ -23,6 +33,7 @@ for _group, _name in (
     (memory_cmd, "memory"),
     (train_cmd, "train"),
     (synth_cmd, "synth"),
+    (config_cmd, "config"),
 ):
     app.add_typer(_group.app, name=_name)
 

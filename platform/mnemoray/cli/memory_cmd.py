@@ -8,6 +8,8 @@ import typer
 
 from mnemoray.cli.common import flag_overrides, fail, friendly_errors
 from mnemoray.config import MemoryBuildConfig, load_config
+from mnemoray.loaders.registry import DATASETS
+from mnemoray.memory.registry import FRAMEWORKS
 
 app = typer.Typer(help="Build memory with memory frameworks.", no_args_is_help=True)
 
@@ -15,8 +17,8 @@ app = typer.Typer(help="Build memory with memory frameworks.", no_args_is_help=T
 @app.command("build")
 @friendly_errors
 def build(
-    framework: str = typer.Option(None, help="dualmem, membuilder, summary, realmem, hema or bookmarks"),
-    dataset: str = typer.Option(None, help="locomo, realmem, longmemeval, perltqa, rolememo or bookmarks"),
+    framework: str = typer.Option(None, help=FRAMEWORKS.help(built_by_llm=True)),
+    dataset: str = typer.Option(None, help=DATASETS.help()),
     data: Path = typer.Option(None, help="a dataset file or a folder of files"),
     llm: Path = typer.Option(None, help="engine config of the memory model, e.g. configs/llm/tiny_local.yaml"),
     out: Path = typer.Option(None, help="output folder (banks/, trajectories.jsonl, summary.json)"),
@@ -35,7 +37,7 @@ def build(
     cfg = load_config(MemoryBuildConfig, config, extra)
     if not cfg.llm.exists():
         fail(f"{cfg.llm}: no such LLM engine config")
-    from mnemoray.pipelines.memory_build import run_memory_build
+    from mnemoray.distributed.data.memory_build import run_memory_build
 
     try:
         summary = run_memory_build(cfg)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 
 import typer
@@ -19,7 +17,7 @@ def llm(
     model: str = typer.Option(..., help="checkpoint folder (hf) or model source (vllm)"),
     port: int = typer.Option(8000, help="HTTP port"),
     host: str = typer.Option("127.0.0.1", help="bind address; 0.0.0.0 exposes it to the network"),
-    engine: str = typer.Option("hf", help="hf (transformers, CPU or GPU) or vllm (needs vLLM)"),
+    engine: str = typer.Option("hf", help="a servable engine: hf (transformers, CPU or GPU) or vllm (needs vLLM)"),
     model_id: str = typer.Option(None, help="name clients pass as `model` (default: folder name)"),
     max_batch_size: int = typer.Option(16, min=1, help="@serve.batch size (hf)"),
     batch_wait_timeout_s: float = typer.Option(0.05, min=0, help="how long a batch waits to fill (hf)"),
@@ -32,24 +30,23 @@ def llm(
     ),
 ) -> None:
     """Start the OpenAI-compatible endpoint (/v1/models, /v1/chat/completions); Ctrl-C stops it."""
-    import ray
-    from ray import serve
+    from mnemoray.llm.registry import ENGINES
 
-    from mnemoray.pipelines.ray_runtime import WORKER_ENV
-    from mnemoray.serving.llm_app import LLMAppConfig, require_vllm, run_llm_app
-
-    if engine not in ("hf", "vllm"):
-        fail(f"unknown engine {engine!r}; use hf or vllm")
-    kwargs = _engine_kwargs(engine_kwargs, engine)
-    if engine == "vllm":
-        try:
-            require_vllm()
-        except RuntimeError as err:
-            fail(str(err))
-    if engine == "hf" and not Path(model).expanduser().is_dir():
+    servable = [s.name for s in ENGINES if s.serve_path is not None]
+    if engine not in servable:
+        fail(f"unknown engine {engine!r}; use one of {servable}")
+    spec = ENGINES.spec(engine)
+    kwargs = _engine_kwargs(engine_kwargs, spec.name, spec.serve_path == "ray_serve_llm")
+    if spec.missing():
+        fail(spec.missing())
+    if spec.model_source == "folder" and not Path(model).expanduser().is_dir():
         fail(f"{model}: no such model folder")
+    if spec.model_source == "folder" or Path(model).expanduser().is_dir():
+        model = str(Path(model).expanduser())
+    from mnemoray.distributed.serve.llm_app import LLMAppConfig, serve_until_stopped
+
     cfg = LLMAppConfig(
-        model=str(Path(model).expanduser()) if engine == "hf" else model,
+        model=model,
         engine=engine,
         model_id=model_id,
         batching=not no_batching,
@@ -59,29 +56,14 @@ def llm(
         device=device,
         engine_kwargs=kwargs,
     )
-    ray.init(address=address, ignore_reinit_error=True, runtime_env={"env_vars": WORKER_ENV})
-    # Right after ray.init (which installs Ray's own fatal-signal handler, aborting on
-    # SIGTERM) and before the app deploys: the HTTP proxy answers before serve.run
-    # returns, and a SIGTERM sent then (a job runner stopping us) must still shut down
-    # cleanly. A SIGTERM inside ray.init itself still meets Ray's handler.
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        url = run_llm_app(cfg, port=port, host=host)
-        typer.echo(f"serving {cfg.served_id()!r} at {url} (Ctrl-C to stop)")
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    serve_until_stopped(cfg, port, host, address,
+                        ready=lambda url: typer.echo(f"serving {cfg.served_id()!r} at {url} (Ctrl-C to stop)"))
 
 
-def _engine_kwargs(text: str | None, engine: str) -> dict | None:
+def _engine_kwargs(text: str | None, engine: str, takes_kwargs: bool) -> dict | None:
     """`--engine-kwargs` as a dict, refused with a clear message before Ray starts."""
     if text is None:
         return None
-    if engine != "vllm":
-        fail("--engine-kwargs applies to --engine vllm only")
+    if not takes_kwargs:
+        fail(f"--engine-kwargs does not apply to --engine {engine}")
     return json_object(text, "--engine-kwargs")

@@ -8,7 +8,7 @@ import typer
 
 from mnemoray.cli.common import fail, flag_overrides, friendly_errors
 from mnemoray.config import load_config
-from mnemoray.synth.config import RoleMemoConfig
+from mnemoray.config.synth import RoleMemoConfig
 
 app = typer.Typer(help="Synthesize memory datasets.", no_args_is_help=True)
 
@@ -46,7 +46,7 @@ def rolememo(
     extra = flag_overrides({"personas": personas, "out": out, "limit": limit, "target_tokens": target_tokens,
                             "ray.address": address}) + list(overrides or [])
     cfg = load_config(RoleMemoConfig, config, extra)
-    from mnemoray.pipelines.synth import run_rolememo
+    from mnemoray.distributed.data.synth_rolememo import run_rolememo
 
     bar, update = progress_printer()
     try:

@@ -30,11 +30,11 @@ def sft_cmd(
     Rerunning with the same `name` resumes from its latest checkpoint.
     """
     from mnemoray.config import load_config
-    from mnemoray.train.config import SFTConfig
+    from mnemoray.config.train import SFTConfig
 
     overrides = list(ctx.args) + ([f"out={out}"] if out is not None else [])
     cfg = load_config(SFTConfig, config, overrides)
-    from mnemoray.train.sft import run_sft
+    from mnemoray.distributed.train.sft import run_sft
 
     try:
         result = run_sft(cfg, log=lambda msg: typer.echo(msg, err=True))

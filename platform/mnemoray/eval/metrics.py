@@ -1,4 +1,4 @@
-"""Evidence-retrieval metrics (DESIGN §8), pure functions over ranked evidence ids.
+"""Evidence-retrieval metrics (see docs/ARCHITECTURE.md), pure functions over ranked evidence ids.
 
 A retrieved item may cover several evidence ids (a session chunk covers many turns) or
 share one with a higher-ranked item (two turn pairs of the same session). So:

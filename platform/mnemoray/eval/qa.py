@@ -63,7 +63,8 @@ def _label(result: ChatResult) -> tuple[str | None, str | None]:
     return parsed["label"], str(parsed.get("reasoning", ""))
 
 
-def _today(sample: EvalSample, query: EvidenceQuery, visible: int) -> str:
+def question_date(sample: EvalSample, query: EvidenceQuery, visible: int) -> str:
+    """The date the question is asked: its own, else that of the last visible session."""
     asked = query.metadata.get("question_date")
     if asked:
         return str(asked)
@@ -99,7 +100,7 @@ def evaluate_qa_sample(sample: EvalSample, make_memory: Callable[[], MemoryFrame
         return []
     answers = generate_structured(
         answerer,
-        [answer_request(q, r, _today(sample, q, v), s.answer_chars, s.memory_chars, s.answer_tokens) for q, v, r in asked],
+        [answer_request(q, r, question_date(sample, q, v), s.answer_chars, s.memory_chars, s.answer_tokens) for q, v, r in asked],
         s.max_retries,
     )
     stem = s.stem and stemmer_name() == "porter"

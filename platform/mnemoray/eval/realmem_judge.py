@@ -41,7 +41,7 @@ from mnemoray.eval.judging import (
     seeded_runs,
     summarize_dimensions,
 )
-from mnemoray.eval.qa import _today, retrieve_at_visible_points
+from mnemoray.eval.qa import question_date, retrieve_at_visible_points
 from mnemoray.eval.qa_prompts import format_memories
 from mnemoray.llm.structured import generate_structured
 from mnemoray.llm.types import ChatRequest, ChatResult, Engine, SamplingParams
@@ -217,7 +217,7 @@ def evaluate_realmem_sample(sample: EvalSample, make_memory: Callable[[], Memory
     asked = retrieve_at_visible_points(sample, make_memory, s.k, s.max_queries)
     if not asked:
         return []
-    answers = generate_structured(answerer, [answer_request(q, r, _today(sample, q, v), s) for q, v, r in asked],
+    answers = generate_structured(answerer, [answer_request(q, r, question_date(sample, q, v), s) for q, v, r in asked],
                                   s.max_retries)
     rows: list[dict[str, Any]] = []
     qa_calls: list[tuple[int, int]] = []

@@ -15,11 +15,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from mnemoray.eval.metrics import query_metrics
 from mnemoray.memory.base import MemoryFramework
 from mnemoray.records import EvalSample, RetrievedItem
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """Cut-offs of the evidence-retrieval metrics and how many items to ask per unit."""
+
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    overfetch: int = 5
 
 
 def collapse_redundant(retrieved: list[RetrievedItem], level: str) -> list[tuple[RetrievedItem, list[str]]]:

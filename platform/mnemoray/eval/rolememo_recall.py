@@ -1,4 +1,4 @@
-"""Recall@k Fact / Insight on RoleMemo-format data (DESIGN §8), plain Python.
+"""Recall@k Fact / Insight on RoleMemo-format data (see docs/ARCHITECTURE.md), plain Python.
 
 For every query, the memory retrieves its top-k items at the query's visible point (the
 sessions before the query session, as in every other harness). Then, with real sentence

@@ -158,6 +158,11 @@ class HFEngine:
         self._compiler: Any = None
         self._grammars: dict[str, Any] = {}
 
+    @classmethod
+    def from_config(cls, cfg: Any, model: str) -> HFEngine:
+        """The engine an EngineConfig describes (`mnemoray.llm.registry.build_engine`)."""
+        return cls(model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+
     def _eos_ids(self) -> list[int]:
         ids: set[int] = set()
         gen_eos = getattr(self.lm.generation_config, "eos_token_id", None)

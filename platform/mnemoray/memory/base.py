@@ -1,7 +1,8 @@
-"""The memory interface every framework implements (DESIGN §3).
+"""The memory interface every framework implements (docs/ARCHITECTURE.md, "Contracts").
 
 Frameworks are plain Python: `ingest` turns a session into memory ops and applies them,
-`retrieve` ranks memory items for a query, `snapshot`/`restore` round-trip the state.
+`retrieve` ranks memory items for a query, `memory_items` lists what is stored (banks,
+listings), `snapshot`/`restore` round-trip the state.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from mnemoray.records import MemoryOp, Persona, RetrievedItem, Session
+from mnemoray.records import MemoryItem, MemoryOp, Persona, RetrievedItem, Session
 
 
 class MemoryFramework(ABC):
@@ -35,6 +36,10 @@ class MemoryFramework(ABC):
         return [self.retrieve(q, k) for q in queries]
 
     @abstractmethod
+    def memory_items(self) -> list[MemoryItem]:
+        """Every item in memory now, in a stable order, with provenance (what a bank stores)."""
+
+    @abstractmethod
     def snapshot(self) -> dict[str, Any]:
         """The whole state, picklable, enough for `restore` to continue identically."""
 
@@ -42,5 +47,5 @@ class MemoryFramework(ABC):
     def restore(self, state: dict[str, Any]) -> None:
         """Replace the state with a snapshot."""
 
-    def __len__(self) -> int:  # number of memory items
-        return 0
+    def __len__(self) -> int:
+        return len(self.memory_items())

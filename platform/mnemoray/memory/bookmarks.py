@@ -38,7 +38,7 @@ from typing import Any
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
 from mnemoray.memory.llm_calls import CallSpec, EmbeddingRetrieval, LLMMemoryFramework
-from mnemoray.memory.ops import OpError, _union, normalize_text
+from mnemoray.memory.ops import OpError, ordered_union, normalize_text
 from mnemoray.memory.prompts import fit, load_prompt
 from mnemoray.memory.trajectory import TrajectoryLog
 from mnemoray.memory.transcript import chunk_turns, persona_text
@@ -167,7 +167,7 @@ class Bookmark:
     updated: int = 0
 
     def turn_ids(self) -> list[str]:
-        return _union(_union(self.origin_turns, self.answer_turns), [t for t, _ in self.entries])
+        return ordered_union(ordered_union(self.origin_turns, self.answer_turns), [t for t, _ in self.entries])
 
     def text(self) -> str:
         return f"{self.query}\n{self.answer or '(not known yet)'}"
@@ -339,7 +339,7 @@ class BookmarksMemory(EmbeddingRetrieval, LLMMemoryFramework, MemoryFramework):
                 if answer is not None:  # reset: the newest settling step gives the state
                     b.answer = answer[: self.settings.answer_chars].strip()
                     b.answer_turns = [t["id"] for t in step["turns"]]
-                    b.sessions = _union(b.sessions, [step["session_id"]])
+                    b.sessions = ordered_union(b.sessions, [step["session_id"]])
                 elif depth + 1 < len(pending[b.id]):
                     still.append(b)
             active = still
@@ -360,7 +360,7 @@ class BookmarksMemory(EmbeddingRetrieval, LLMMemoryFramework, MemoryFramework):
             b.updated = upto
             b.session_id = step["session_id"]
             b.timestamp = step["timestamp"]
-            b.sessions = _union(b.sessions, [step["session_id"]])
+            b.sessions = ordered_union(b.sessions, [step["session_id"]])
 
     # -- one step ----------------------------------------------------------------------------------
 

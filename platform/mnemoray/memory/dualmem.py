@@ -16,7 +16,7 @@ from typing import Any
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
 from mnemoray.memory.llm_calls import CallSpec, EmbeddingRetrieval, LLMMemoryFramework
-from mnemoray.memory.ops import ItemStore, OpError, Provenance, _union, normalize_text, widen
+from mnemoray.memory.ops import ItemStore, OpError, Provenance, ordered_union, normalize_text, widen
 from mnemoray.memory.prompts import fit, load_prompt
 from mnemoray.memory.ranking import rank_items
 from mnemoray.memory.trajectory import TrajectoryLog
@@ -79,7 +79,7 @@ def apply_extraction(facts: ItemStore, insights: ItemStore, value: Any, prov: Pr
             ops.append(op)
     for i, (refs, text) in enumerate(new_insights):
         unknown = [r for r in refs if r not in id_map]
-        resolved = _union([], [id_map[r] for r in refs if r in id_map])
+        resolved = ordered_union([], [id_map[r] for r in refs if r in id_map])
         resolved = [r for r in resolved if r in facts]
         if len(resolved) < min_refs:
             why = f"cites {len(resolved)} distinct known fact(s), needs {min_refs}"
@@ -88,7 +88,7 @@ def apply_extraction(facts: ItemStore, insights: ItemStore, value: Any, prov: Pr
         same = insights.find_text(text)
         if same is not None:
             merged = widen(same, prov)
-            merged.metadata["refs"] = _union(same.metadata.get("refs", []), resolved)
+            merged.metadata["refs"] = ordered_union(same.metadata.get("refs", []), resolved)
             insights.items[same.id] = merged
             ops.append(MemoryOp(op="DEDUP", item=merged, target_id=same.id, session_id=prov.session_id))
         else:

@@ -121,8 +121,7 @@ class LLMMemoryFramework:
         if embedder is None:
             from mnemoray.index.embedder import Embedder
 
-            idx = self.config.index
-            embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
+            embedder = Embedder.from_index_config(self.config.index)
         return EmbeddingCache(embedder)
 
     def _note_errors(self, session_id: str, call: str | None, errors: list[OpError]) -> None:

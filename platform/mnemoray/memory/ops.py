@@ -54,7 +54,8 @@ def normalize_text(text: str) -> str:
     return _SPACE.sub(" ", _PUNCT.sub(" ", text)).strip()
 
 
-def _union(first: Sequence[str], second: Sequence[str]) -> list[str]:
+def ordered_union(first: Sequence[str], second: Sequence[str]) -> list[str]:
+    """Both sequences' values, each once, in first-seen order (provenance lists, refs)."""
     return list(dict.fromkeys([*first, *second]))
 
 
@@ -64,11 +65,11 @@ def new_item(kind: str, text: str, prov: Provenance, metadata: dict[str, Any] | 
     turn_ids: list[str] = []
     sessions: list[str] = []
     for src in sources:
-        turn_ids = _union(turn_ids, src.turn_ids)
-        sessions = _union(sessions, src.metadata.get("sessions", [src.session_id] if src.session_id else []))
-    turn_ids = _union(turn_ids, prov.turn_ids)
+        turn_ids = ordered_union(turn_ids, src.turn_ids)
+        sessions = ordered_union(sessions, src.metadata.get("sessions", [src.session_id] if src.session_id else []))
+    turn_ids = ordered_union(turn_ids, prov.turn_ids)
     if prov.session_id:
-        sessions = _union(sessions, [prov.session_id])
+        sessions = ordered_union(sessions, [prov.session_id])
     meta = dict(metadata or {})
     meta["sessions"] = sessions
     return MemoryItem(
@@ -84,8 +85,8 @@ def new_item(kind: str, text: str, prov: Provenance, metadata: dict[str, Any] | 
 
 def widen(item: MemoryItem, prov: Provenance) -> MemoryItem:
     """The same item, also attributed to `prov` (used when a duplicate is folded in)."""
-    sessions = _union(item.metadata.get("sessions", []), [prov.session_id] if prov.session_id else [])
-    return item.model_copy(update={"turn_ids": _union(item.turn_ids, prov.turn_ids),
+    sessions = ordered_union(item.metadata.get("sessions", []), [prov.session_id] if prov.session_id else [])
+    return item.model_copy(update={"turn_ids": ordered_union(item.turn_ids, prov.turn_ids),
                                    "metadata": {**item.metadata, "sessions": sessions}})
 
 
@@ -280,9 +281,9 @@ class CoreBlock:
     timestamp: str | None = None
 
     def _touch(self, prov: Provenance) -> None:
-        self.turn_ids = _union(self.turn_ids, prov.turn_ids)
+        self.turn_ids = ordered_union(self.turn_ids, prov.turn_ids)
         if prov.session_id:
-            self.sessions = _union(self.sessions, [prov.session_id])
+            self.sessions = ordered_union(self.sessions, [prov.session_id])
             self.session_id = prov.session_id
         self.timestamp = prov.timestamp or self.timestamp
 

@@ -44,7 +44,7 @@ def load_prompt(framework: str, name: str) -> PromptSpec:
     return PromptSpec(framework, name, system, Template(user), schema)
 
 
-def _edit_schema(schema: dict[str, Any], edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def edit_schema(schema: dict[str, Any], edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """A deep copy of `schema` with `edit` applied to every object node, outermost first."""
     out = copy.deepcopy(schema)
 
@@ -72,7 +72,7 @@ def clamp_schema(schema: dict[str, Any], max_chars: int, max_items: int) -> dict
         if node.get("type") == "array":
             node["maxItems"] = max(min(node.get("maxItems", max_items), max_items), node.get("minItems", 0))
 
-    return _edit_schema(schema, clamp)
+    return edit_schema(schema, clamp)
 
 
 def fit(text: str, budget: int, marker: str = "[... earlier part left out ...]\n") -> str:
@@ -101,4 +101,4 @@ def restrict_ids(schema: dict[str, Any], key: str, allowed: list[str]) -> dict[s
                 arr["maxItems"] = 0
                 arr.pop("minItems", None)
 
-    return _edit_schema(schema, restrict)
+    return edit_schema(schema, restrict)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mnemoray.config import MemoryConfig
+from mnemoray.config.memory import MemoryConfig
 from mnemoray.index.embedder import Embedder
 from mnemoray.index.fusion import reciprocal_rank_fusion
 from mnemoray.index.lexical import BM25Index
@@ -21,22 +21,29 @@ from mnemoray.records import MemoryItem, MemoryOp, Persona, RetrievedItem, Sessi
 class RagMemory(MemoryFramework):
     """Chunks of raw dialogue in a FAISS index and/or a BM25 index."""
 
-    def __init__(self, config: MemoryConfig, embedder: Embedder | None = None):
+    def __init__(self, config: MemoryConfig, embedder: Embedder | None = None, *, dense: bool, bm25: bool):
+        """`dense` / `bm25`: which indexes this variant keeps (the registry's options for
+        rag-dense, rag-bm25 and rag-hybrid)."""
+        if not (dense or bm25):
+            raise ValueError("a RAG memory needs a dense or a BM25 index (or both)")
         self.config = config
         self.name = config.name
-        self.use_dense = config.name in ("rag-dense", "rag-hybrid")
-        self.use_bm25 = config.name in ("rag-bm25", "rag-hybrid")
+        self.use_dense = dense
+        self.use_bm25 = bm25
         idx = config.index
         self.embedder = None
         self.vectors = None
         if self.use_dense:
-            self.embedder = embedder or Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
+            self.embedder = embedder or Embedder.from_index_config(idx)
             self.vectors = VectorIndex(self.embedder.dim, kind=idx.faiss, hnsw_m=idx.hnsw_m, ivf_nlist=idx.ivf_nlist)
         self.bm25 = BM25Index(idx.bm25_k1, idx.bm25_b) if self.use_bm25 else None
         self.items: list[MemoryItem] = []
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def memory_items(self) -> list[MemoryItem]:
+        return list(self.items)
 
     def ingest(self, session: Session, persona: Persona | None = None) -> list[MemoryOp]:
         return self.ingest_many([session], persona)

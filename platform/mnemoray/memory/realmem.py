@@ -29,7 +29,7 @@ from typing import Any
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
 from mnemoray.memory.llm_calls import CallSpec, EmbeddingRetrieval, LLMMemoryFramework
-from mnemoray.memory.ops import ItemStore, OpError, Provenance, _union, normalize_text, widen
+from mnemoray.memory.ops import ItemStore, OpError, Provenance, ordered_union, normalize_text, widen
 from mnemoray.memory.prompts import PromptSpec, load_prompt
 from mnemoray.memory.ranking import rank_items
 from mnemoray.memory.trajectory import TrajectoryLog
@@ -279,7 +279,7 @@ class RealMemMemory(EmbeddingRetrieval, LLMMemoryFramework, MemoryFramework):
                 ops.append(self.points.fold(same.id, p, "same text as a stored point"))
             elif norm in position:  # said twice in this session: one point citing both turns
                 q = fresh[position[norm]]
-                turns = tuple(_union(q.prov.turn_ids, p.prov.turn_ids))
+                turns = tuple(ordered_union(q.prov.turn_ids, p.prov.turn_ids))
                 fresh[position[norm]] = Pending(q.point, dataclasses.replace(q.prov, turn_ids=turns))
             else:
                 position[norm] = len(fresh)

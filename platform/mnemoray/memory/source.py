@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from mnemoray.config import MemoryConfig
+from mnemoray.config.base import ConfigError
+from mnemoray.config.memory import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
+from mnemoray.memory.registry import FRAMEWORKS, build_memory
 
 
 class MemorySource:
@@ -17,11 +19,10 @@ class MemorySource:
         self.config = config
         self.memory_bank = Path(memory_bank) if memory_bank else None
         self.embedder = None
-        if self.memory_bank or config.name in ("rag-dense", "rag-hybrid"):
+        if self.memory_bank or FRAMEWORKS.spec(config.name).uses_embedder:
             from mnemoray.index.embedder import Embedder
 
-            idx = config.index
-            self.embedder = Embedder(idx.embedding_model, idx.device, idx.batch_size, idx.max_seq_length)
+            self.embedder = Embedder.from_index_config(config.index)
 
     def factory(self, history_id: str) -> Callable[[], MemoryFramework]:
         """A fresh memory for one history (the bank's items of that history, if a bank is used)."""
@@ -30,6 +31,15 @@ class MemorySource:
 
             items = read_bank(self.memory_bank, history_id)
             return lambda: BankMemory(items, self.embedder)
-        from mnemoray.memory import build_memory
-
         return lambda: build_memory(self.config, embedder=self.embedder)
+
+
+def check_memory_source(memory_name: str, memory_bank: Path | None) -> None:
+    """LLM-built memories are scored from a built bank; say so instead of failing per call."""
+    if memory_bank is None and FRAMEWORKS.spec(memory_name).built_by_llm:
+        raise ConfigError(
+            f"memory '{memory_name}' is built by an LLM: run `mnemoray memory build --framework "
+            f"{memory_name} ...` first and pass its output folder with --memory-bank DIR"
+        )
+    if memory_bank is not None and not Path(memory_bank).exists():
+        raise ConfigError(f"--memory-bank {memory_bank}: no such folder")

@@ -16,7 +16,7 @@ from typing import Any
 
 from mnemoray.ids import stable_id
 from mnemoray.records import content_id, make_turn_id
-from mnemoray.synth.config import AssemblyConfig
+from mnemoray.config.synth import AssemblyConfig
 
 SKIP_TRIES = 32  # pool sessions tried past one that does not fit, before stopping
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mnemoray.synth.config import CRITERIA
+from mnemoray.config.synth import CRITERIA
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mnemoray.records import make_turn_id
-from mnemoray.synth.config import RoleMemoConfig
+from mnemoray.config.synth import RoleMemoConfig
 from mnemoray.synth.store import REJECT_SCHEMA, StageStore
 
 TURN = pa.struct([("id", pa.string()), ("speaker", pa.string()), ("text", pa.string()), ("index", pa.int32()),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from mnemoray.synth.config import RoleMemoConfig
+from mnemoray.config.synth import RoleMemoConfig
 from mnemoray.synth.stages import STAGES
 from mnemoray.synth.store import StageStore, read_jsonl
 

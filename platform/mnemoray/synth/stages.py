@@ -3,7 +3,7 @@
 A stage turns each input record into at most one LLM request (`build`) and reads the
 answer back into kept records and rejects (`parse`). Ids are deterministic (hashes of the
 input id and position, never of generated text), so a rerun addresses the same records.
-The Ray layer (`mnemoray.pipelines.synth`) runs these over Parquet parts.
+The Ray layer (`mnemoray.distributed.data.synth_stages`) runs these over Parquet parts.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 from mnemoray.ids import stable_id
 from mnemoray.llm.types import ChatRequest, ChatResult, SamplingParams
-from mnemoray.memory.prompts import _edit_schema, clamp_schema, load_prompt
+from mnemoray.memory.prompts import edit_schema, clamp_schema, load_prompt
 from mnemoray.records import content_id
 from mnemoray.synth import checks
-from mnemoray.synth.config import INSIGHT_TYPES, RoleMemoConfig
+from mnemoray.config.synth import INSIGHT_TYPES, RoleMemoConfig
 
 PROMPTS = "rolememo"
 MIN_FRAGMENT_WORDS = 2  # fewer content words cannot be told apart from small talk
@@ -70,7 +70,7 @@ def sized_arrays(schema: dict[str, Any], size: int, keys: tuple[str, ...]) -> di
             if key in keys and isinstance(sub, dict) and sub.get("type") == "array":
                 sub["minItems"] = sub["maxItems"] = size
 
-    return _edit_schema(schema, edit)
+    return edit_schema(schema, edit)
 
 
 def request(stage: str, record: dict[str, Any], cfg: RoleMemoConfig, prompt: str,

@@ -1,9 +1,6 @@
-"""Build the train/eval Ray Datasets the SFT workers stream from (`ray.train.get_dataset_shard`).
-
-Files are parsed on the driver (cheap); tokenization runs as Ray Data tasks, so a large
-trajectory log is tokenized in parallel on the cluster. Rejected samples are counted by
-reason, and truncation is measured, before any worker starts.
-"""
+"""SFT samples as token rows: reading the train/eval samples, tokenizing and packing a
+batch, and the statistics of what was rejected and truncated (plain Python, no Ray; the Ray
+Data pipeline is `mnemoray.distributed.train.sft_data`)."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mnemoray.ids import stable_id
-from mnemoray.train.config import SFTConfig, SFTData
+from mnemoray.config.train import SFTData
 from mnemoray.train.formats import BadSample, Rejects, read_samples
 from mnemoray.train.tokenize import Encoded, encode_chat, pack
 
@@ -89,46 +86,3 @@ def load_samples(data: SFTData, rejects: Rejects) -> tuple[list[dict[str, Any]],
         return int(stable_id(s["messages"], data.shuffle_seed), 16) % buckets < cut
 
     return [s for s in train if not held_out(s)], [s for s in train if held_out(s)]
-
-
-def _tokenized(samples: list[dict[str, Any]], model_path: str, data: SFTData):
-    import ray
-
-    items = [{"where": s["where"], "messages_json": json.dumps(s["messages"], ensure_ascii=False)} for s in samples]
-    ds = ray.data.from_items(items).map_batches(
-        tokenize_batch, batch_size=256, batch_format="numpy",
-        fn_kwargs={"model_path": model_path, "max_length": data.max_length,
-                   "overlong": data.overlong, "train_on": data.train_on},
-    )
-    return ds.materialize()
-
-
-def build_datasets(cfg: SFTConfig, model_path: str) -> tuple[Any, Any | None, DataStats]:
-    """(train, eval or None, stats): materialized Ray Datasets of token rows, rejects counted."""
-    stats = DataStats()
-    train, evals = load_samples(cfg.data, stats.rejects)
-    out: dict[str, Any] = {}
-    for split, samples in (("train", train), ("eval", evals)):
-        stats.samples[split] = len(samples)
-        if not samples:
-            continue
-        ds = _tokenized(samples, model_path, cfg.data)
-        meta = ds.select_columns(["reason", "where", "truncated_tokens", "n_tokens"]).to_pandas()
-        for reason, where in zip(meta["reason"], meta["where"]):
-            if reason:
-                stats.rejects.add(reason, where)
-        good = meta[meta["reason"] == ""]
-        trunc = good["truncated_tokens"]
-        stats.tokens[split] = int(good["n_tokens"].sum())
-        stats.truncated_samples += int((trunc > 0).sum())
-        stats.truncated_tokens += int(trunc.sum())
-        ds = ds.filter(lambda row: row["reason"] == "").select_columns(["input_ids", "labels"])
-        if cfg.data.packing:
-            ds = ds.map_batches(pack_batch, batch_size=1024, batch_format="numpy",
-                                fn_kwargs={"max_length": cfg.data.max_length})
-        if split == "train":
-            ds = ds.random_shuffle(seed=cfg.data.shuffle_seed)
-        ds = ds.materialize()
-        stats.rows[split] = ds.count()
-        out[split] = ds if stats.rows[split] else None
-    return out.get("train"), out.get("eval"), stats

@@ -6,7 +6,7 @@ import copy
 import math
 from typing import Any
 
-from mnemoray.train.config import SFTConfig
+from mnemoray.config.train import SFTConfig
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from mnemoray.train.config import SFTConfig
+from mnemoray.config.train import SFTConfig
 from mnemoray.train.ds_config import deepspeed_config, lr_factor
 
 STATE_KEY = "mnemoray_sft"

@@ -1,0 +1,98 @@
+"""Which config model a YAML file under `configs/` is, and a check of whole files
+(`mnemoray config check`): every invalid key of every file, and engine configs that a
+file names (`llm:`, `answerer:`, `judge:`, `responder:`) checked too."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from mnemoray.config.base import ConfigError, load_config
+from mnemoray.config.eval import (
+    QAEvalConfig,
+    RealMemJudgeConfig,
+    RetrievalEvalConfig,
+    RetrievalSuiteConfig,
+    RoleMemoRecallConfig,
+    RolePlayEvalConfig,
+)
+from mnemoray.config.llm import EngineConfig
+from mnemoray.config.memory import MemoryBuildConfig
+from mnemoray.config.synth import RoleMemoConfig
+from mnemoray.config.train import SFTConfig
+
+# kind name -> model, for files anywhere (`--kind`)
+KINDS: dict[str, type[BaseModel]] = {
+    "engine": EngineConfig,
+    "eval-retrieval": RetrievalEvalConfig,
+    "eval-suite": RetrievalSuiteConfig,
+    "eval-qa": QAEvalConfig,
+    "eval-rolememo": RoleMemoRecallConfig,
+    "eval-roleplay": RolePlayEvalConfig,
+    "eval-realmem-judge": RealMemJudgeConfig,
+    "memory-build": MemoryBuildConfig,
+    "synth-rolememo": RoleMemoConfig,
+    "train-sft": SFTConfig,
+}
+# where the repository keeps each kind (path under configs/ -> kind); first match wins
+LAYOUT: list[tuple[str, str]] = [
+    ("eval/retrieval_*.yaml", "eval-suite"),
+    ("eval/qa_*.yaml", "eval-qa"),
+    ("eval/rolememo_*.yaml", "eval-rolememo"),
+    ("eval/roleplay_*.yaml", "eval-roleplay"),
+    ("eval/realmem_judge_*.yaml", "eval-realmem-judge"),
+    ("eval/judge_*.yaml", "engine"),
+    ("llm/*.yaml", "engine"),
+    ("memory/*.yaml", "memory-build"),
+    ("synth/rolememo_*.yaml", "synth-rolememo"),
+    ("train/sft_*.yaml", "train-sft"),
+]
+ENGINE_FIELDS = ("llm", "answerer", "judge", "responder")
+
+
+def kind_of(path: str | Path) -> str | None:
+    """The kind of a file by where it sits under a `configs/` folder, or None."""
+    parts = Path(path).parts
+    if "configs" not in parts:
+        return None
+    inner = "/".join(parts[len(parts) - parts[::-1].index("configs"):])
+    return next((kind for pattern, kind in LAYOUT if fnmatch.fnmatch(inner, pattern)), None)
+
+
+@dataclass
+class FileCheck:
+    path: Path
+    kind: str | None
+    errors: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check_file(path: str | Path, kind: str | None = None, root: Path | None = None) -> FileCheck:
+    """Validate one file as `kind` (default: by its place under configs/); `root` resolves the
+    engine-config paths it names (default: the working directory, as the jobs do)."""
+    path = Path(path)
+    kind = kind or kind_of(path)
+    if kind is None:
+        return FileCheck(path, None, [f"unknown config kind; pass one of {sorted(KINDS)}"])
+    if kind not in KINDS:
+        return FileCheck(path, kind, [f"unknown kind {kind!r}; choose one of {sorted(KINDS)}"])
+    try:
+        cfg = load_config(KINDS[kind], path)
+    except ConfigError as err:
+        return FileCheck(path, kind, [str(err)])
+    errors = []
+    for field in ENGINE_FIELDS:
+        named = getattr(cfg, field, None)
+        if isinstance(named, Path):
+            target = named if named.is_absolute() else (root or Path.cwd()) / named
+            try:
+                load_config(EngineConfig, target)
+            except ConfigError as err:
+                errors.append(f"{path}: key '{field}': {err}")
+    return FileCheck(path, kind, errors)

@@ -1,1 +1,0 @@
-"""Thin Ray layers (Data, Train, Serve) over the plain-Python domain code."""

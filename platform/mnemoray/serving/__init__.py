@@ -1,1 +1,0 @@
-"""Ray Serve applications: the OpenAI-compatible LLM endpoint (`llm_app`)."""
