@@ -39,7 +39,6 @@ from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
 from mnemoray.ports import free_port
 
 
-
 @contextmanager
 def fault_endpoint(latency_ms: float, *extra_args: str, server_cpus: set[int] | None = None):
     """The fault server in its own process, so it does not share the client's GIL;
@@ -214,8 +213,8 @@ def bench_ray_data(latency_ms: float, n: int) -> list[dict]:
 def bench_serve(requests_per_client: int, max_tokens: int, clients: int = 32) -> list[dict]:
     from ray import serve
 
-    from mnemoray.llm.tiny import ensure_tiny
     from mnemoray.distributed.serve.llm_app import LLMAppConfig, run_llm_app
+    from mnemoray.llm.tiny import ensure_tiny
 
     model = ensure_tiny(Path(tempfile.gettempdir()) / "mnemoray-bench-tiny")
     out = []
@@ -263,10 +262,13 @@ def main() -> None:
     rows = [r for pinned in {"both": (True, False), "pinned": (True,), "shared": (False,)}[args.cpus]
             for r in bench_engine(args.latency_ms, args.waves, pinned)]
     for r in rows:
-        print(f"{r['cpus']:>6} {r['client']:>14} {r['max_in_flight']:>5} {r['requests']:>6} {r['ok']:>6} {r['server_inflight_avg']:>8.1f} "
-              f"{r['client_inflight_avg']:>8.1f} {r['ratio']:>6.3f} {r['wall_s']:>7.2f} {r['ideal_s']:>7.2f} "
-              f"{r['overhead_ms_per_call']:>6.1f} {r['overhead_vs_server_ms']:>7.1f} {r['cycle_overhead_ms']:>7.1f} "
-              f"{r['client_cpu_ms_per_call']:>7.2f} {args.latency_ms / r['client_cpu_ms_per_call']:>10.0f}")
+        print(
+            f"{r['cpus']:>6} {r['client']:>14} {r['max_in_flight']:>5} {r['requests']:>6} {r['ok']:>6} "
+            f"{r['server_inflight_avg']:>8.1f} "
+            f"{r['client_inflight_avg']:>8.1f} {r['ratio']:>6.3f} {r['wall_s']:>7.2f} {r['ideal_s']:>7.2f} "
+            f"{r['overhead_ms_per_call']:>6.1f} {r['overhead_vs_server_ms']:>7.1f} {r['cycle_overhead_ms']:>7.1f} "
+            f"{r['client_cpu_ms_per_call']:>7.2f} {args.latency_ms / r['client_cpu_ms_per_call']:>10.0f}"
+        )
     print("   goal: ratio >= 0.95, overhead <= 5 ms/call. ratio = server-side average in-flight / max.")
     print("   ms per call: ovh = client latency - fixed latency; ovh srv = client latency - server's time holding")
     print("   the request; ovh cyc = wall x max / n - latency (start-up and drain included); cpu ms = client CPU;")

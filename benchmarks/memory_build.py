@@ -26,9 +26,9 @@ from mnemoray.llm.fault_server import FaultConfig, FaultServer
 from mnemoray.llm.openai_engine import OpenAIEngine
 from mnemoray.llm.tiny import ensure_tiny
 from mnemoray.loaders import load_dataset
-from mnemoray.memory.registry import llm_frameworks
 from mnemoray.memory.bank import write_bank
 from mnemoray.memory.build import build_history
+from mnemoray.memory.registry import llm_frameworks
 
 
 def count_tokens(tokenizer, entries: list[dict]) -> tuple[int, int]:
@@ -51,7 +51,9 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(ensure_tiny(Path.home() / ".cache/mnemoray/tiny", "qwen2", 0))
     samples, _ = load_dataset("locomo", args.data, limit=args.histories)
     embedder = Embedder()
-    table = Table(title=f"Memory build against the instant endpoint ({len(samples)} LoCoMo histories × {args.sessions} sessions)")
+    table = Table(
+        title=f"Memory build against the instant endpoint ({len(samples)} LoCoMo histories × {args.sessions} sessions)"
+    )
     for head in ("framework", "calls/history", "calls/session", "tokens in/session", "tokens out/session",
                  "sessions/s", "failures", "items/1k turns", "bank KB/1k turns"):
         table.add_column(head, no_wrap=True)

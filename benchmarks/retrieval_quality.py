@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -37,7 +38,10 @@ def main() -> None:
     ks = [int(x) for x in args.k.split(",")]
     embedder = Embedder()
     table = Table(title="Retrieval quality (k = distinct evidence units)")
-    cols = [f"{m}@{k}" for k in ks for m in ("recall_any", "recall_all", "ndcg") if k == 10] + [f"recall_any@{ks[0]}", f"recall_all@{ks[-1]}"]
+    cols = [f"{m}@{k}" for k in ks for m in ("recall_any", "recall_all", "ndcg") if k == 10] + [
+        f"recall_any@{ks[0]}",
+        f"recall_all@{ks[-1]}",
+    ]
     for head in ("dataset", "memory", "chunking", "queries", *cols, "seconds"):
         table.add_column(head, no_wrap=True)
     for dataset in args.datasets.split(","):
@@ -47,8 +51,8 @@ def main() -> None:
                 index = IndexConfig(recency_weight=RECENCY.get(dataset, 0.0) if name == "rag-hybrid" else 0.0)
                 cfg = MemoryConfig(name=name, chunking=chunking, index=index)
                 start = time.perf_counter()
-                rows = [r for s in samples for r in evaluate_sample(
-                    s, lambda: build_memory(cfg, **({"embedder": embedder} if name != "rag-bm25" else {})), ks)]
+                extra = {"embedder": embedder} if name != "rag-bm25" else {}
+                rows = [r for s in samples for r in evaluate_sample(s, partial(build_memory, cfg, **extra), ks)]
                 m = mean_metrics([r["metrics"] for r in rows])
                 table.add_row(dataset, name, chunking, str(len(rows)), *[f"{m[c]:.3f}" for c in cols],
                               f"{time.perf_counter() - start:.1f}")

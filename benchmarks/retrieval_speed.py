@@ -90,13 +90,23 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for n in [int(x) for x in args.sizes.split(",")]:
         base = clustered_unit_vectors(n, dim, rng)
-        queries = base[rng.choice(n, args.queries, replace=False)] + 0.05 * rng.normal(size=(args.queries, dim)).astype(np.float32)
+        queries = base[rng.choice(n, args.queries, replace=False)] + 0.05 * rng.normal(size=(args.queries, dim)).astype(
+            np.float32
+        )
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         build, flat_qps, _, mb, exact = bench_vector("flat", base, queries, None)
         table.add_row(str(n), "faiss flat (exact)", f"{build:.2f}", f"{flat_qps:.0f}", "1.00", "1.000", f"{mb:.0f}")
         for kind in ("hnsw", "ivf"):
             build, qps, recall, mb, _ = bench_vector(kind, base, queries, exact)
-            table.add_row(str(n), f"faiss {kind}", f"{build:.2f}", f"{qps:.0f}", f"{qps / flat_qps:.2f}", f"{recall:.3f}", f"{mb:.0f}")
+            table.add_row(
+                str(n),
+                f"faiss {kind}",
+                f"{build:.2f}",
+                f"{qps:.0f}",
+                f"{qps / flat_qps:.2f}",
+                f"{recall:.3f}",
+                f"{mb:.0f}",
+            )
         build, qps = bench_bm25(n, args.queries)
         table.add_row(str(n), "bm25s", f"{build:.2f}", f"{qps:.0f}", f"{qps / flat_qps:.2f}", "-", "-")
     console.print(table)

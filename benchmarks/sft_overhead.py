@@ -65,9 +65,10 @@ class LauncherIO:
 
 
 def _tokenized_rows(cfg, model_path: str) -> list[dict]:
+    from transformers import AutoTokenizer
+
     from mnemoray.train.formats import read_samples
     from mnemoray.train.tokenize import encode_chat
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
     rows = []
@@ -81,8 +82,9 @@ def worker_main(args: argparse.Namespace) -> None:
     """Runs inside each process of the deepspeed launcher."""
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
-    from mnemoray.train.loop import train_worker
     from transformers import AutoTokenizer
+
+    from mnemoray.train.loop import train_worker
 
     deepspeed.init_distributed(dist_backend="gloo")
     cfg = _cfg(Path(args.out), args.name, args.zero, args.steps, args.workers, Path(args.data), Path(args.tiny))
@@ -174,8 +176,10 @@ def main() -> None:
     print(f"{'setting':<24}{'step ms':>10}{'min-max ms':>14}{'data wait ms':>14}{'tokens/s':>12}{'wall s':>10}")
     for (launcher, zero), (s, wall) in results.items():
         lo, hi = s["spread"]
-        print(f"{launcher + ' ZeRO-' + str(zero):<24}{s['step_s'] * 1000:>10.1f}{f'{lo * 1000:.1f}-{hi * 1000:.1f}':>14}"
-              f"{s['wait_s'] * 1000:>14.1f}{s['tok_s']:>12.0f}{wall:>10.1f}")
+        print(
+            f"{launcher + ' ZeRO-' + str(zero):<24}{s['step_s'] * 1000:>10.1f}{f'{lo * 1000:.1f}-{hi * 1000:.1f}':>14}"
+            f"{s['wait_s'] * 1000:>14.1f}{s['tok_s']:>12.0f}{wall:>10.1f}"
+        )
     print()
     for zero in (2, 3):
         bare_s = results[("launcher", zero)][0]["step_s"]

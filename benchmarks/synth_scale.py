@@ -36,9 +36,9 @@ def one_run(args: argparse.Namespace) -> None:
     import resource
 
     from mnemoray.config import load_config
-    from mnemoray.llm.tiny import ensure_tiny
-    from mnemoray.distributed.data.synth_rolememo import run_rolememo
     from mnemoray.config.synth import RoleMemoConfig
+    from mnemoray.distributed.data.synth_rolememo import run_rolememo
+    from mnemoray.llm.tiny import ensure_tiny
 
     tokenizer = ensure_tiny(Path(args.tiny_cache).expanduser(), arch="qwen2", seed=0)
     overrides = [f"out={args.out}", f"llm={args.llm}", "llm_overrides=[]", f"tokenizer={tokenizer}",
@@ -86,12 +86,30 @@ def main() -> None:
                        "timeout_s: 60\nmax_retries: 3\nstructured_retries: 1\n")
         for mode, n in [(m, n) for n in sizes for m in args.modes.split(",")]:
             server_stats(base, reset=True)
-            cmd = [sys.executable, __file__, "--one", str(n), "--out", str(Path(tmp) / f"run{n}{mode}"), "--llm", str(llm),
-                   "--mode", mode,
-                   "--target-tokens", str(args.target_tokens), "--actors", str(args.actors), "--rounds",
-                   str(args.rounds), "--pool", str(args.pool), "--tiny-cache", args.tiny_cache]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                str(n),
+                "--out",
+                str(Path(tmp) / f"run{n}{mode}"),
+                "--llm",
+                str(llm),
+                "--mode",
+                mode,
+                "--target-tokens",
+                str(args.target_tokens),
+                "--actors",
+                str(args.actors),
+                "--rounds",
+                str(args.rounds),
+                "--pool",
+                str(args.pool),
+                "--tiny-cache",
+                args.tiny_cache,
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ})
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"run with {n} personas failed")
@@ -105,9 +123,12 @@ def main() -> None:
           f"{'avg in flight':>13} {'ratio':>6} {'driver peak RSS MB':>19} {'median tokens':>14} {'histories':>9}")
     for mode, n, r, inf in rows:
         calls = r["totals"]["llm_calls"]
-        print(f"{mode:>6} {n:>8} {r['wall_s']:>8.1f} {n / r['wall_s'] * 60:>12.1f} {calls:>10} {calls / r['wall_s']:>8.1f} "
-              f"{inf['average']:>13.1f} {inf['average'] / configured:>6.2f} {r['peak_rss_mb']:>19.0f} "
-              f"{r['histories']['median']:>14,} {r['histories']['count']:>9}")
+        print(
+            f"{mode:>6} {n:>8} {r['wall_s']:>8.1f} {n / r['wall_s'] * 60:>12.1f} {calls:>10} "
+            f"{calls / r['wall_s']:>8.1f} "
+            f"{inf['average']:>13.1f} {inf['average'] / configured:>6.2f} {r['peak_rss_mb']:>19.0f} "
+            f"{r['histories']['median']:>14,} {r['histories']['count']:>9}"
+        )
     for mode in args.modes.split(","):
         mine = [(n, r) for m, n, r, _ in rows if m == mode]
         if len(mine) >= 2:

@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.console import Console
 
 from mnemoray.config import ConfigError, RetrievalSuiteConfig, load_config
-from mnemoray.loaders import DatasetError
 from mnemoray.distributed.data.retrieval_suite import run_suite
+from mnemoray.loaders import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from mnemoray.config import ConfigError, load_config
-from mnemoray.loaders import DatasetError
-from mnemoray.distributed.data.synth_rolememo import run_rolememo
 from mnemoray.config.synth import RoleMemoConfig
+from mnemoray.distributed.data.synth_rolememo import run_rolememo
+from mnemoray.loaders import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(RoleMemoConfig, args.config, args.overrides)
-        stats = run_rolememo(cfg, progress=lambda stage, done, total: print(f"{stage}: {done}/{total or '?'}", file=sys.stderr),
-                             log=lambda msg: print(msg, file=sys.stderr))
+        stats = run_rolememo(
+            cfg,
+            progress=lambda stage, done, total: print(f"{stage}: {done}/{total or '?'}", file=sys.stderr),
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

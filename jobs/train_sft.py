@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 from mnemoray.config import ConfigError, load_config
-from mnemoray.loaders import DatasetError
 from mnemoray.config.train import SFTConfig
 from mnemoray.distributed.train.sft import run_sft
+from mnemoray.loaders import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,9 +17,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from sample_data import write_rolememo_dataset
+
 from fakes import ListMemory, ScriptedEngine
 from repo_paths import DATA, REPO
+from sample_data import write_rolememo_dataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

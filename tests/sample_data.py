@@ -11,34 +11,52 @@ import pyarrow.parquet as pq
 
 PERSONAS = [
     {
-        "id": "p-maya", "name": "Maya", "description": "A night-shift nurse in a busy city hospital who rarely talks about herself.",
+        "id": "p-maya",
+        "name": "Maya",
+        "description": "A night-shift nurse in a busy city hospital who rarely talks about herself.",
         "facts": ["I work nights at the hospital.", "I live with my grandmother."],
         "topics": ["weekend plans", "cooking"],
-        "queries": [{
-            "id": "q-maya-1", "insight_type": "values",
-            "insight": "Maya quietly puts her colleagues' needs before her own rest.",
-            "fragments": ["I swapped my only Saturday off so a coworker could see her son's school play.",
-                          "I keep spare granola bars in my locker for whoever forgets to eat on shift."],
-            "question": "If a coworker asked you to cover for them again this weekend, what would you say?",
-        }],
+        "queries": [
+            {
+                "id": "q-maya-1",
+                "insight_type": "values",
+                "insight": "Maya quietly puts her colleagues' needs before her own rest.",
+                "fragments": [
+                    "I swapped my only Saturday off so a coworker could see her son's school play.",
+                    "I keep spare granola bars in my locker for whoever forgets to eat on shift.",
+                ],
+                "question": "If a coworker asked you to cover for them again this weekend, what would you say?",
+            }
+        ],
     },
     {
-        "id": "p-tom", "name": "Tom", "description": "A retired sailor who restores old wooden boats in his garage.",
+        "id": "p-tom",
+        "name": "Tom",
+        "description": "A retired sailor who restores old wooden boats in his garage.",
         "facts": ["I sailed cargo ships for thirty years.", "I have two grandchildren."],
         "topics": ["woodworking", "the weather"],
-        "queries": [{
-            "id": "q-tom-1", "insight_type": "habits",
-            "insight": "Tom trusts slow, hands-on craft more than modern shortcuts.",
-            "fragments": ["I spent three months hand-sanding the hull instead of renting a power sander.",
-                          "I still navigate with a paper chart and a compass when I take the dinghy out."],
-            "question": "Would you buy one of those new fiberglass boats for your next project?",
-        }, {
-            "id": "q-tom-2", "insight_type": "relationships",
-            "insight": "Tom shows affection through teaching practical skills.",
-            "fragments": ["Every Sunday I teach my granddaughter how to tie a bowline knot.",
-                          "I gave my grandson my old toolbox and showed him how to sharpen a chisel."],
-            "question": "How do you like to spend time with your grandchildren?",
-        }],
+        "queries": [
+            {
+                "id": "q-tom-1",
+                "insight_type": "habits",
+                "insight": "Tom trusts slow, hands-on craft more than modern shortcuts.",
+                "fragments": [
+                    "I spent three months hand-sanding the hull instead of renting a power sander.",
+                    "I still navigate with a paper chart and a compass when I take the dinghy out.",
+                ],
+                "question": "Would you buy one of those new fiberglass boats for your next project?",
+            },
+            {
+                "id": "q-tom-2",
+                "insight_type": "relationships",
+                "insight": "Tom shows affection through teaching practical skills.",
+                "fragments": [
+                    "Every Sunday I teach my granddaughter how to tie a bowline knot.",
+                    "I gave my grandson my old toolbox and showed him how to sharpen a chisel.",
+                ],
+                "question": "How do you like to spend time with your grandchildren?",
+            },
+        ],
     },
 ]
 SMALL_TALK = {
@@ -73,7 +91,7 @@ def write_rolememo_dataset(out: Path) -> Path:
 
         def add(kind: str, source: str, session_id: str) -> None:
             nonlocal day
-            slots.append({"session_id": session_id, "source_id": source, "kind": kind,
+            slots.append({"session_id": session_id, "source_id": source, "kind": kind,  # noqa: B023 (add() runs within this iteration)
                           "timestamp": f"2024-03-{day:02d} 19:00", "tokens": 40})
             day += 1
 

@@ -111,7 +111,7 @@ class MemoryOp(Record):
     reason: str = ""
 
     @classmethod
-    def add(cls, item: MemoryItem) -> "MemoryOp":
+    def add(cls, item: MemoryItem) -> MemoryOp:
         return cls(op="ADD", item=item, session_id=item.session_id)
 
 

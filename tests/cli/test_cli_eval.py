@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
 from repo_paths import REPO
 
 pytestmark = pytest.mark.integration

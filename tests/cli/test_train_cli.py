@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnemoray.cli.main import app
 from typer.testing import CliRunner
+
+from mnemoray.cli.main import app
 
 runner = CliRunner()
 

@@ -46,8 +46,8 @@ def test_serve_config_files_build_the_app(tiny_cache):
     from ray.serve import Application
 
     from mnemoray.config import REPO_ROOT
-    from mnemoray.llm.tiny import ensure_tiny
     from mnemoray.distributed.serve.llm_app import app_builder
+    from mnemoray.llm.tiny import ensure_tiny
 
     spec = yaml.safe_load((REPO_ROOT / "serve/llm_local.yaml").read_text())["applications"][0]
     assert spec["import_path"] == "mnemoray.distributed.serve.llm_app:app_builder"

@@ -28,7 +28,9 @@ def _call(req):
 
 def test_answers_judged_twice_and_asked_at_visible_point(scripted_engine, list_memory):
     answerer = scripted_engine(lambda r: '{"answer": "Paris"}')
-    judge = scripted_engine(lambda r: json.dumps({"reasoning": "ok", "label": "CORRECT" if _call(r) == "judge_lenient" else "WRONG"}))
+    judge = scripted_engine(
+        lambda r: json.dumps({"reasoning": "ok", "label": "CORRECT" if _call(r) == "judge_lenient" else "WRONG"})
+    )
     memory = list_memory()
     rows = evaluate_qa_sample(_sample(), lambda: memory, answerer, judge, QASettings(dataset="locomo", k=5))
     assert memory.seen_at == [1, 3]  # q0 after one session, q1 after all three

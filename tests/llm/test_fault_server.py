@@ -9,8 +9,8 @@ import time
 
 import jsonschema
 import pytest
-from http_helpers import SMALL_SCHEMA, get_json, post_json
 
+from http_helpers import SMALL_SCHEMA, get_json, post_json
 from mnemoray import records
 from mnemoray.llm.fault_server import FaultConfig
 from mnemoray.llm.schema_instance import UnsupportedSchema, instance_for

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from mnemoray.config import REPO_ROOT, ConfigError
-from mnemoray.llm.cache import CachedEngine
 from mnemoray.config.llm import EngineConfig, load_engine_config
-from mnemoray.llm.registry import build_engine
+from mnemoray.llm.cache import CachedEngine
 from mnemoray.llm.hf_engine import HFEngine
+from mnemoray.llm.registry import build_engine
 from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
 
 TINY_LOCAL = REPO_ROOT / "configs" / "llm" / "tiny_local.yaml"

@@ -19,7 +19,10 @@ PERSON = {
         "tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3},
         "home": {
             "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 10}, "floor": {"type": "integer", "minimum": 0, "maximum": 9}},
+            "properties": {
+                "city": {"type": "string", "maxLength": 10},
+                "floor": {"type": "integer", "minimum": 0, "maximum": 9},
+            },
             "required": ["city", "floor"],
         },
     },
@@ -76,7 +79,13 @@ def test_stop_strings_cut_the_text(engine: HFEngine):
 
 def test_constrained_decoding_makes_random_weights_emit_valid_json(engine: HFEngine):
     requests = [
-        req(f"Describe person {i} as JSON.", max_tokens=120, temperature=1.0 if i % 2 else 0.0, seed=i, json_schema=PERSON)
+        req(
+            f"Describe person {i} as JSON.",
+            max_tokens=120,
+            temperature=1.0 if i % 2 else 0.0,
+            seed=i,
+            json_schema=PERSON,
+        )
         for i in range(8)
     ]
     results = engine.generate(requests)

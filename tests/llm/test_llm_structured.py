@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from fakes import ScriptedEngine
 from pydantic import BaseModel, Field
 
+from fakes import ScriptedEngine
 from mnemoray.llm.hf_engine import HFEngine
 from mnemoray.llm.structured import ParseError, SchemaError, extract_json, generate_structured, validate
-from mnemoray.llm.types import ChatMessage, ChatRequest, ChatResult, SamplingParams, Usage
+from mnemoray.llm.types import ChatMessage, ChatRequest, ChatResult, SamplingParams
 
 SCHEMA = {
     "type": "object",

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from repo_paths import REPO
 
 from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
+from repo_paths import REPO
 
 pytestmark = [
     pytest.mark.vllm_cpu,
@@ -120,9 +120,29 @@ def test_synth_runs_on_vllm(tiny_model_dir, tmp_path, mode):
                                "structured_retries": 1}))
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "mnemoray", "synth", "rolememo", "--config", str(REPO / "configs/synth/rolememo_local.yaml"),
-         "--limit", "1", "--target-tokens", "3000", "--out", str(out), f"llm={llm}", "llm_overrides=[]", f"ray.mode={mode}"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ})
+        [
+            sys.executable,
+            "-m",
+            "mnemoray",
+            "synth",
+            "rolememo",
+            "--config",
+            str(REPO / "configs/synth/rolememo_local.yaml"),
+            "--limit",
+            "1",
+            "--target-tokens",
+            "3000",
+            "--out",
+            str(out),
+            f"llm={llm}",
+            "llm_overrides=[]",
+            f"ray.mode={mode}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["stages"]["insights"]["llm_calls"] == 1 and stats["stages"]["insight_check"]["inputs"] == 20
@@ -144,10 +164,26 @@ def test_sft_export_loads_and_generates_in_vllm(tiny_model_dir, tmp_path):
 
     data = write_copy_task(tmp_path / "copy.jsonl", n=64)
     proc = subprocess.run(
-        [sys.executable, "-m", "mnemoray", "train", "sft", "--config", str(REPO / "configs/train/sft_local.yaml"),
-         "--out", str(tmp_path), f"model.tiny_cache_dir={Path(tiny_model_dir).parent}", f"data.train=[{{path: {data}}}]",
-         "schedule.max_steps=2", "schedule.save_every=2"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+        [
+            sys.executable,
+            "-m",
+            "mnemoray",
+            "train",
+            "sft",
+            "--config",
+            str(REPO / "configs/train/sft_local.yaml"),
+            "--out",
+            str(tmp_path),
+            f"model.tiny_cache_dir={Path(tiny_model_dir).parent}",
+            f"data.train=[{{path: {data}}}]",
+            "schedule.max_steps=2",
+            "schedule.save_every=2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DS_ACCELERATOR": "cpu"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     export = tmp_path / "sft-local" / "hf"
     engine = build_engine(EngineConfig(engine="vllm", model=str(export), engine_kwargs=ENGINE_KWARGS))
@@ -168,7 +204,16 @@ def test_serve_llm_cli_on_vllm(tiny_model_dir, tmp_path, serve_llm_cli):
 
     from mnemoray.llm.openai_engine import OpenAIEngine
 
-    args = ["--engine", "vllm", "--model", tiny_model_dir, "--model-id", "tiny", "--engine-kwargs", json.dumps(ENGINE_KWARGS)]
+    args = [
+        "--engine",
+        "vllm",
+        "--model",
+        tiny_model_dir,
+        "--model-id",
+        "tiny",
+        "--engine-kwargs",
+        json.dumps(ENGINE_KWARGS),
+    ]
     with serve_llm_cli(args, tmp_path / "serve.log") as base:
         listed = json.loads(urllib.request.urlopen(f"{base}/models", timeout=10).read())
         assert [m["id"] for m in listed["data"]] == ["tiny"]

@@ -9,14 +9,14 @@ import time
 
 import pytest
 from aiohttp import web
-from http_helpers import SMALL_SCHEMA
 
+from http_helpers import SMALL_SCHEMA
+from mnemoray.config.llm import EngineConfig
 from mnemoray.llm.fault_server import MALFORMED_CONTENT as MALFORMED
 from mnemoray.llm.fault_server import FaultConfig
-from mnemoray.config.llm import EngineConfig
-from mnemoray.llm.registry import build_engine
 from mnemoray.llm.openai_engine import REQUEST_ID_HEADER, OpenAIEngine
 from mnemoray.llm.openai_transport import retry_after_s
+from mnemoray.llm.registry import build_engine
 from mnemoray.llm.structured import generate_structured
 from mnemoray.llm.types import ChatMessage, ChatRequest, Engine
 

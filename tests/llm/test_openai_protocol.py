@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from http_helpers import SMALL_SCHEMA
 
-from mnemoray.llm.types import ChatResult, Usage
+from http_helpers import SMALL_SCHEMA
 from mnemoray.llm.openai_protocol import ProtocolError, to_chat_request, to_completion
+from mnemoray.llm.types import ChatResult, Usage
 
 
 def test_request_fields_map_onto_the_engine_request():

@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from repo_paths import REPO
 from typer.testing import CliRunner
 
 from mnemoray.cli.main import app
 from mnemoray.loaders import DatasetError, dataset_files, iter_dataset, load_dataset
 from mnemoray.records import EvalSample
-
+from repo_paths import REPO
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,9 @@ def test_locomo_sample(data_root):
     assert q.visible_sessions is None  # LoCoMo questions see the whole conversation
     assert {c for s in samples for q in s.queries for c in [q.category]} <= {
         "multi-hop", "temporal", "open-domain", "single-hop", "adversarial"}
-    assert sum(g in turn_ids for q in conv.queries for g in q.gold_ids) > 0.95 * sum(len(q.gold_ids) for q in conv.queries)
+    assert sum(g in turn_ids for q in conv.queries for g in q.gold_ids) > 0.95 * sum(
+        len(q.gold_ids) for q in conv.queries
+    )
 
 
 def test_realmem_queries_see_only_earlier_sessions(data_root):
@@ -165,9 +167,9 @@ def test_large_file_is_streamed(tmp_path):
 
 
 def test_longmemeval_abstention_kept_for_qa_and_left_out_of_retrieval(tmp_path):
+    from mnemoray.config import MemoryConfig
     from mnemoray.eval.qa_prompts import judge_variant
     from mnemoray.eval.retrieval import evaluate_sample
-    from mnemoray.config import MemoryConfig
     from mnemoray.memory import build_memory
 
     path = tmp_path / "longmemeval_s.json"

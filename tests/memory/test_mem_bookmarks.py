@@ -7,8 +7,18 @@ import json
 import re
 
 from mnemoray.config import MemoryConfig
-from mnemoray.memory.bookmarks import (Bookmark, BookmarksMemory, Question, fit_entries, keyword_spans, parse_actions,
-                                       parse_questions, parse_same, parse_state, token_overlap)
+from mnemoray.memory.bookmarks import (
+    Bookmark,
+    BookmarksMemory,
+    Question,
+    fit_entries,
+    keyword_spans,
+    parse_actions,
+    parse_questions,
+    parse_same,
+    parse_state,
+    token_overlap,
+)
 from mnemoray.memory.ops import OpError
 from mnemoray.records import Persona, Session, Turn
 
@@ -87,9 +97,13 @@ def test_match_reuses_by_overlap_and_asks_the_model_only_for_close_calls(scripte
     dog = Bookmark(id="b-dog", query="What is Ann's dog Max like?", tag="concept")
     memory.bookmarks = {b.id: b for b in (live, dog)}
     step = {"index": 0, "session_id": "h:S1", "timestamp": None, "turns": []}
-    questions = [Question("state", "Where does Ann live now?"), Question("state", "Where does Ann live?"),
-                 Question("state", "Which city does Ann live in these days?"), Question("state", "What is Bo's favourite food?"),
-                 Question("concept", "Where does Ann live now?")]
+    questions = [
+        Question("state", "Where does Ann live now?"),
+        Question("state", "Where does Ann live?"),
+        Question("state", "Which city does Ann live in these days?"),
+        Question("state", "What is Bo's favourite food?"),
+        Question("concept", "Where does Ann live now?"),
+    ]
     matches = memory.match(step, questions)
     assert [(m.bookmark.id if m.bookmark else None, m.how) for m in matches] == [
         ("b-live", "overlap"), ("b-live", "overlap"), ("b-live", "checked"), (None, "new"), (None, "new")]
@@ -132,7 +146,10 @@ def test_state_bookmarks_sync_lazily_newest_first_and_reset(scripted, embedder):
 
 def test_concept_bookmarks_collect_keyword_spans_without_model_calls(scripted, embedder):
     what = ("concept", "What is Max like?", ("Max",))
-    script = lambda call, req: _ask(s0=[what], s2=[("concept", "What is Max like?", ("dog",))])(req)
+
+    def script(call, req):
+        return _ask(s0=[what], s2=[("concept", "What is Max like?", ("dog",))])(req)
+
     memory = _memory(scripted, script, embedder)
     memory.ingest(_session("h:S1", ["I adopted a dog named Max. He is shy.", "Aww.",
                                     "Max chewed my shoes!", "Oh no, maximum chaos."]))
@@ -140,7 +157,10 @@ def test_concept_bookmarks_collect_keyword_spans_without_model_calls(scripted, e
     assert {e["call"] for e in memory.log.entries} == {"bookmarks/propose"}  # concepts sync in plain code
     (b,) = memory.bookmarks.values()
     assert b.keywords == ["Max", "dog"] and b.position == 2
-    assert b.answer == "Ann: I adopted a dog named Max. | Ann: Max chewed my shoes! | Ann: We walked to the lake with the dog."
+    assert (
+        b.answer
+        == "Ann: I adopted a dog named Max. | Ann: Max chewed my shoes! | Ann: We walked to the lake with the dog."
+    )
     assert b.item().turn_ids == ["h:S1#t0", "h:S1#t1", "h:S1#t2", "h:S2#t0"]
 
 

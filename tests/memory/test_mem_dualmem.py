@@ -17,9 +17,14 @@ def _session(sid: str, n: int) -> Session:
     lines = ["I adopted a rescue dog named Max last week.", "Wow, how is Max doing?",
              "He is shy but loves long walks in the park.", "I volunteer at the animal shelter on Saturdays.",
              "That sounds rewarding!", "It is, I have always cared about animals."]
-    return Session(id=sid, timestamp="1 May 2023",
-                   turns=[Turn(id=f"{sid}#{i}", speaker="Ann" if i % 2 == 0 else "Bo", text=lines[i % len(lines)], index=i)
-                          for i in range(n)])
+    return Session(
+        id=sid,
+        timestamp="1 May 2023",
+        turns=[
+            Turn(id=f"{sid}#{i}", speaker="Ann" if i % 2 == 0 else "Bo", text=lines[i % len(lines)], index=i)
+            for i in range(n)
+        ],
+    )
 
 
 def test_dedup_maps_new_facts_to_existing_and_remaps_insight_refs(embedder):
@@ -70,7 +75,11 @@ def test_ingest_reads_chunks_and_retrieval_appends_cited_facts(scripted, embedde
     stats = memory.log.stats()
     assert stats["calls"] == 2 and stats["failures"] == 1
     failed = memory.log.entries[1]
-    assert failed["parsed"] is None and failed["error"].startswith("parse") and failed["raw_output"] == "this is not JSON at all"
+    assert (
+        failed["parsed"] is None
+        and failed["error"].startswith("parse")
+        and failed["raw_output"] == "this is not JSON at all"
+    )
     first = memory.log.entries[0]
     assert first["memory_state"] == {"facts": [], "insights": []} and first["session_id"] == "h:S1"
     assert "a vet nurse" in first["messages"][1]["content"]
@@ -88,8 +97,12 @@ def test_ingest_reads_chunks_and_retrieval_appends_cited_facts(scripted, embedde
 
 
 def test_snapshot_restore_round_trip(scripted, embedder):
-    engine = scripted(lambda call, req: {"facts": ["Ann likes tea.", "Ann hates coffee."],
-                                         "insights": [{"refs": ["N1", "N2"], "text": "Ann is particular about drinks."}]})
+    engine = scripted(
+        lambda call, req: {
+            "facts": ["Ann likes tea.", "Ann hates coffee."],
+            "insights": [{"refs": ["N1", "N2"], "text": "Ann is particular about drinks."}],
+        }
+    )
     memory = DualMemMemory(MemoryConfig(name="dualmem"), engine=engine, embedder=embedder)
     memory.ingest(_session("h:S1", 3))
     state = json.loads(json.dumps(memory.snapshot()))

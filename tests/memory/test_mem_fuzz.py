@@ -7,10 +7,18 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnemoray.memory.dualmem import apply_extraction, parse_extraction
-from mnemoray.memory.ops import (CoreBlock, ItemStore, OpError, Provenance, StoreOp, apply_store_ops, parse_core_ops,
-                                 parse_store_ops)
 from mnemoray.llm.structured import ParseError, SchemaError, parse_and_validate
+from mnemoray.memory.dualmem import apply_extraction, parse_extraction
+from mnemoray.memory.ops import (
+    CoreBlock,
+    ItemStore,
+    OpError,
+    Provenance,
+    StoreOp,
+    apply_store_ops,
+    parse_core_ops,
+    parse_store_ops,
+)
 from mnemoray.memory.prompts import load_prompt
 
 json_values = st.recursive(
@@ -19,11 +27,16 @@ json_values = st.recursive(
     max_leaves=20,
 )
 actions = st.sampled_from(["ADD", "UPDATE", "MERGE", "SKIP", "APPEND", "REPLACE", "REWRITE", "add", "DELETE", ""])
-op_like = st.fixed_dictionaries({}, optional={
-    "action": actions | json_values, "ids": st.lists(st.sampled_from(["E1", "E2", "S1", "X"]), max_size=3) | json_values,
-    "text": st.text(max_size=30) | json_values, "old": st.text(max_size=10) | json_values,
-    "refs": st.lists(st.sampled_from(["F1", "N1", "N2", "Z"]), max_size=3) | json_values,
-})
+op_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "action": actions | json_values,
+        "ids": st.lists(st.sampled_from(["E1", "E2", "S1", "X"]), max_size=3) | json_values,
+        "text": st.text(max_size=30) | json_values,
+        "old": st.text(max_size=10) | json_values,
+        "refs": st.lists(st.sampled_from(["F1", "N1", "N2", "Z"]), max_size=3) | json_values,
+    },
+)
 answers = json_values | st.fixed_dictionaries({"operations": st.lists(op_like | json_values, max_size=5)}) | \
     st.fixed_dictionaries({"facts": st.lists(st.text(max_size=20) | json_values, max_size=4),
                            "insights": st.lists(op_like | json_values, max_size=3)})
@@ -88,12 +101,22 @@ question_like = st.fixed_dictionaries({}, optional={
     "query": st.text(max_size=30) | json_values,
     "keywords": st.lists(st.text(max_size=8), max_size=3) | json_values,
 })
-new_answers = json_values | st.fixed_dictionaries({"points": st.lists(point_like | json_values, max_size=5)}) | \
-    st.fixed_dictionaries({"decisions": st.lists(decision_like | json_values, max_size=5)}) | \
-    st.fixed_dictionaries({"questions": st.lists(question_like | json_values, max_size=5)}) | \
-    st.fixed_dictionaries({}, optional={"found": st.booleans() | json_values, "answer": st.text(max_size=10) | json_values,
-                                        "same": st.booleans() | json_values, "summary": st.text(max_size=10) | json_values,
-                                        "actions": st.lists(st.sampled_from(["A1", "a2", "A9"]), max_size=3) | json_values})
+new_answers = (
+    json_values
+    | st.fixed_dictionaries({"points": st.lists(point_like | json_values, max_size=5)})
+    | st.fixed_dictionaries({"decisions": st.lists(decision_like | json_values, max_size=5)})
+    | st.fixed_dictionaries({"questions": st.lists(question_like | json_values, max_size=5)})
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "found": st.booleans() | json_values,
+            "answer": st.text(max_size=10) | json_values,
+            "same": st.booleans() | json_values,
+            "summary": st.text(max_size=10) | json_values,
+            "actions": st.lists(st.sampled_from(["A1", "a2", "A9"]), max_size=3) | json_values,
+        },
+    )
+)
 
 
 mostly_valid_decision = st.fixed_dictionaries({
@@ -120,7 +143,9 @@ def test_realmem_points_and_dedup_never_crash_and_merges_leave_no_stale_copy(poi
     names = ["N1", "N2", "N3"]
     decisions, errors = parse_dedup(decisions_value, names, ["E1", "E2"])
     assert set(decisions) <= set(names) and all(isinstance(e, OpError) for e in errors)
-    news = [Pending(MemoryPoint("Static", "Confirmed", f"new point {n}"), Provenance("h:S2", (n,), None)) for n in names]
+    news = [
+        Pending(MemoryPoint("Static", "Confirmed", f"new point {n}"), Provenance("h:S2", (n,), None)) for n in names
+    ]
     handles = {"E1": e1, "E2": e2}
     replaced = set()
     for name, pending in zip(names, news):

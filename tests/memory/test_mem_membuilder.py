@@ -34,8 +34,12 @@ def test_agents_run_in_one_batch_and_update_merge_replace(scripted, embedder):
         if call == "membuilder/episodic":
             a, b = _handle(req, "ran a 5k"), _handle(req, "5k race with")
             shoes = _handle(req, "running shoes")
-            return {"operations": [{"action": "MERGE", "ids": [a, b], "text": "2023-05-01: 5k race with sister | 31 min"},
-                                   {"action": "UPDATE", "ids": [shoes], "text": "2023-04-01: bought trail shoes"}]}
+            return {
+                "operations": [
+                    {"action": "MERGE", "ids": [a, b], "text": "2023-05-01: 5k race with sister | 31 min"},
+                    {"action": "UPDATE", "ids": [shoes], "text": "2023-04-01: bought trail shoes"},
+                ]
+            }
         if call == "membuilder/semantic":
             return {"operations": [{"action": "ADD", "ids": [], "text": "Sister - hobby: running"}]}
         return {"operations": []}
@@ -44,7 +48,10 @@ def test_agents_run_in_one_batch_and_update_merge_replace(scripted, embedder):
     memory = MemBuilderMemory(MemoryConfig(name="membuilder"), engine=engine, embedder=embedder)
     memory.ingest(_session("h:S1"))
     memory.ingest(_session("h:S2", "We did the 5k in 31 minutes. Also my shoes are trail shoes now."))
-    assert engine.batches == [["membuilder/core", "membuilder/episodic", "membuilder/semantic", "membuilder/procedural"]] * 2
+    assert (
+        engine.batches
+        == [["membuilder/core", "membuilder/episodic", "membuilder/semantic", "membuilder/procedural"]] * 2
+    )
     episodic = [it.text for it in memory.stores["episodic"].values()]
     assert sorted(episodic) == ["2023-04-01: bought trail shoes", "2023-05-01: 5k race with sister | 31 min"]
     merged = next(it for it in memory.stores["episodic"].values() if "31 min" in it.text)
@@ -66,7 +73,9 @@ def test_context_is_capped_to_the_most_related_entries(scripted, embedder):
     def script(call, req):
         if call == "membuilder/semantic":
             seen.append(req.messages[-1].content)
-            return {"operations": [{"action": "ADD", "ids": [], "text": f"Topic {len(seen)} - aspect: note {len(seen)}"}]}
+            return {
+                "operations": [{"action": "ADD", "ids": [], "text": f"Topic {len(seen)} - aspect: note {len(seen)}"}]
+            }
         return {"operations": []}
 
     cfg = MemoryConfig.model_validate({"name": "membuilder", "membuilder": {"context_items": 2}})
@@ -119,7 +128,11 @@ def test_invalid_agent_output_is_counted_and_the_rest_applies(scripted, embedder
         if call == "membuilder/episodic":
             return {"operations": [{"action": "DELETE", "ids": [], "text": "x"}]}  # schema-invalid
         if call == "membuilder/procedural":
-            return {"operations": [{"action": "ADD", "ids": [], "text": "Warm-up | Steps: 1. jog 2. stretch | Context: before runs"}]}
+            return {
+                "operations": [
+                    {"action": "ADD", "ids": [], "text": "Warm-up | Steps: 1. jog 2. stretch | Context: before runs"}
+                ]
+            }
         return {"operations": []}
 
     memory = MemBuilderMemory(MemoryConfig(name="membuilder"), engine=scripted(script), embedder=embedder)

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from mnemoray.memory.ops import (CoreBlock, CoreOp, ItemStore, OpError, Provenance, apply_store_ops, fit_core,
-                                 normalize_text, parse_core_ops, parse_store_ops)
+from mnemoray.memory.ops import (
+    CoreBlock,
+    CoreOp,
+    ItemStore,
+    OpError,
+    Provenance,
+    apply_store_ops,
+    fit_core,
+    normalize_text,
+    parse_core_ops,
+    parse_store_ops,
+)
 
 S1 = Provenance("h:S1", ("D1:1", "D1:2"), "1 May 2023")
 S2 = Provenance("h:S2", ("D2:5",), "8 May 2023")
@@ -17,8 +27,11 @@ def _store_with(*texts: str) -> tuple[ItemStore, list[str]]:
 
 def test_update_replaces_the_named_item_and_keeps_provenance():
     store, (a, b) = _store_with("2023-05-01: joined a choir", "2023-05-01: bought a dog")
-    ops, errors = parse_store_ops({"operations": [{"action": "UPDATE", "ids": ["E1"], "text": "2023-05-01: joined the city choir | alto"}]},
-                                  ["ADD", "UPDATE", "MERGE"], {"E1": a, "E2": b})
+    ops, errors = parse_store_ops(
+        {"operations": [{"action": "UPDATE", "ids": ["E1"], "text": "2023-05-01: joined the city choir | alto"}]},
+        ["ADD", "UPDATE", "MERGE"],
+        {"E1": a, "E2": b},
+    )
     done, more = apply_store_ops(store, ops, S2)
     assert errors == [] and more == []
     texts = [it.text for it in store.values()]
@@ -33,8 +46,11 @@ def test_update_replaces_the_named_item_and_keeps_provenance():
 
 def test_merge_replaces_all_named_items_with_one():
     store, (a, b, c) = _store_with("ran 5k on sunday", "ran a 5k race", "adopted a cat")
-    ops, errors = parse_store_ops({"operations": [{"action": "MERGE", "ids": ["E1", "E2"], "text": "ran a 5k race on sunday"}]},
-                                  ["ADD", "UPDATE", "MERGE"], {"E1": a, "E2": b, "E3": c})
+    ops, errors = parse_store_ops(
+        {"operations": [{"action": "MERGE", "ids": ["E1", "E2"], "text": "ran a 5k race on sunday"}]},
+        ["ADD", "UPDATE", "MERGE"],
+        {"E1": a, "E2": b, "E3": c},
+    )
     done, more = apply_store_ops(store, ops, S2)
     assert not errors and not more
     assert a not in store and b not in store and c in store
@@ -98,7 +114,9 @@ def test_core_block_ops_and_provenance():
     assert [e.index for e in errors] == [2, 3]
     core.apply(ops, S1)
     assert core.text == "Name: Sarah.\nJob: engineer."
-    done, errors = core.apply([CoreOp("REPLACE", "Job: teacher.", "Job: engineer."), CoreOp("REPLACE", "a", "missing")], S2)
+    done, errors = core.apply(
+        [CoreOp("REPLACE", "Job: teacher.", "Job: engineer."), CoreOp("REPLACE", "a", "missing")], S2
+    )
     assert core.text == "Name: Sarah.\nJob: teacher." and len(done) == 1 and len(errors) == 1
     assert core.item().turn_ids == ["D1:1", "D1:2", "D2:5"] and core.item().session_id == "h:S2"
     core.apply([CoreOp("REWRITE", "Sarah, teacher.")], S2)

@@ -7,8 +7,16 @@ import re
 
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.ops import OpError, Provenance
-from mnemoray.memory.realmem import (DedupDecision, MemoryPoint, Pending, PointStore, RealMemMemory, apply_decision,
-                                     parse_dedup, parse_points)
+from mnemoray.memory.realmem import (
+    DedupDecision,
+    MemoryPoint,
+    Pending,
+    PointStore,
+    RealMemMemory,
+    apply_decision,
+    parse_dedup,
+    parse_points,
+)
 from mnemoray.records import Persona, Session, Turn
 
 LINES = ["I adopted a rescue dog named Max.", "We booked his vet check for next Friday.",

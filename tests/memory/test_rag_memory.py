@@ -34,7 +34,9 @@ def test_chunking_keeps_provenance(chunking, expected):
 
 @pytest.mark.parametrize("name", ["rag-dense", "rag-bm25", "rag-hybrid"])
 def test_baselines_retrieve_the_right_turns(name, embedder):
-    memory = build_memory(MemoryConfig(name=name, chunking="turn"), **({"embedder": embedder} if name != "rag-bm25" else {}))
+    memory = build_memory(
+        MemoryConfig(name=name, chunking="turn"), **({"embedder": embedder} if name != "rag-bm25" else {})
+    )
     assert memory.retrieve("anything", 3) == []  # empty memory
     ops = memory.ingest_many(SESSIONS)
     assert len(ops) == 8 and all(op.op == "ADD" and op.item.session_id for op in ops)

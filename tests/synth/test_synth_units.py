@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from repo_paths import REPO
 
+from mnemoray.config.synth import INSIGHT_TYPES, RoleMemoConfig
 from mnemoray.llm.types import ChatResult
 from mnemoray.loaders.errors import DatasetError
 from mnemoray.synth import assembly, checks, stages
-from mnemoray.config.synth import INSIGHT_TYPES, RoleMemoConfig
 from mnemoray.synth.personas import load_seed_personas
 from mnemoray.synth.store import StageStore, expand
+from repo_paths import REPO
 
 
 def _cfg(tmp_path: Path, **kw) -> RoleMemoConfig:
@@ -134,7 +134,9 @@ def test_insight_answers_become_records_with_position_ids(tmp_path):
     parsed = {k: [f"{k} one", f"{k} two"] for k in INSIGHT_TYPES}
     out = stages.parse_insights(PERSONA, ChatResult(id="r", text=json.dumps(parsed), parsed=parsed), cfg)
     assert len(out.kept) == 8 and not out.rejects
-    again = stages.parse_insights(PERSONA, ChatResult(id="r", text="{}", parsed={k: ["other"] * 2 for k in INSIGHT_TYPES}), cfg)
+    again = stages.parse_insights(
+        PERSONA, ChatResult(id="r", text="{}", parsed={k: ["other"] * 2 for k in INSIGHT_TYPES}), cfg
+    )
     assert [r["id"] for r in out.kept] == [r["id"] for r in again.kept]  # ids never hash generated text
 
 
@@ -180,7 +182,10 @@ def test_necessity_keeps_only_pairs_the_closed_book_answer_misses(tmp_path):
     miss = {"verdict": "misses_insight", "reason": "generic"}
     hit = {"verdict": "captures_insight", "reason": "guessable"}
     assert stages.parse_necessity(pair, ChatResult(id="r", parsed=miss), cfg).kept
-    assert stages.parse_necessity(pair, ChatResult(id="r", parsed=hit), cfg).rejects[0]["reason"] == "answerable_without_memory"
+    assert (
+        stages.parse_necessity(pair, ChatResult(id="r", parsed=hit), cfg).rejects[0]["reason"]
+        == "answerable_without_memory"
+    )
 
 
 def _pair() -> dict:
@@ -291,7 +296,12 @@ def test_cli_names_the_persona_file_when_no_persona_is_valid(tmp_path):
     result = CliRunner().invoke(app, ["synth", "rolememo", "--config", str(config), "--personas", str(bad),
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
-    assert "no valid personas" in result.output and str(bad) in result.output and "line 1" in result.output and "empty persona" in result.output
+    assert (
+        "no valid personas" in result.output
+        and str(bad) in result.output
+        and "line 1" in result.output
+        and "empty persona" in result.output
+    )
 
     result = CliRunner().invoke(app, ["synth", "rolememo", "--config", str(config), "dialogue.rounds=1"])
     assert result.exit_code == 2 and "dialogue.rounds" in result.output

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from mnemoray.loaders.errors import DatasetError
 from mnemoray.train.formats import (
     BadSample,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mnemoray.config import ConfigError, load_config
 from mnemoray.config.train import SFTConfig
 from mnemoray.train.ds_config import deepspeed_config, lr_factor, total_steps

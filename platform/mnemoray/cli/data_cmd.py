@@ -19,7 +19,9 @@ app = typer.Typer(help="Inspect and validate datasets.", no_args_is_help=True)
 def validate(
     dataset: str = typer.Option(..., help=DATASETS.help()),
     data: Path = typer.Option(..., help="a dataset file or a folder of files"),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="list invalid records instead of stopping at the first"),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="list invalid records instead of stopping at the first"
+    ),
 ) -> None:
     """Load every record; print counts, or the first error (exit 2)."""
     if dataset not in DATASETS:

@@ -37,7 +37,9 @@ def retrieval(
     chunking: str = typer.Option(None, help="turn, pair or session"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
     limit: int = typer.Option(None, help="evaluate only the first N histories"),
-    memory_bank: Path = typer.Option(None, "--memory-bank", help="a folder written by `mnemoray memory build` (its banks/)"),
+    memory_bank: Path = typer.Option(
+        None, "--memory-bank", help="a folder written by `mnemoray memory build` (its banks/)"
+    ),
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. memory.index.recency_weight=1"),
 ) -> None:
     """Score a memory framework's evidence retrieval on a public dataset."""
@@ -164,7 +166,9 @@ def rolememo(
     memory_bank: Path = typer.Option(None, "--memory-bank", help="a folder written by `mnemoray memory build`"),
     k: int = typer.Option(None, "--k", help="retrieved items per query (default 10)"),
     fact_threshold: float = typer.Option(None, "--fact-threshold", help="cosine for a fact hit (default 0.60)"),
-    insight_threshold: float = typer.Option(None, "--insight-threshold", help="cosine for an insight hit (default 0.65)"),
+    insight_threshold: float = typer.Option(
+        None, "--insight-threshold", help="cosine for an insight hit (default 0.65)"
+    ),
     limit: int = typer.Option(None, help="evaluate only the first N histories"),
     max_queries: int = typer.Option(None, "--max-queries", help="only the first N queries per history"),
     out: Path = typer.Option(None, help="output folder (metrics.json, per_query.jsonl, report.md)"),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mnemoray.cli.common import flag_overrides, fail, friendly_errors
+from mnemoray.cli.common import fail, flag_overrides, friendly_errors
 from mnemoray.config import MemoryBuildConfig, load_config
 from mnemoray.loaders.registry import DATASETS
 from mnemoray.memory.registry import FRAMEWORKS
@@ -44,5 +44,7 @@ def build(
     except ValueError as err:
         fail(str(err))
     totals = summary["totals"]
-    typer.echo(f"{summary['framework']}: {summary['histories']} histories, {totals.get('items', 0)} memory items, "
-               f"{totals.get('calls', 0)} memory-model calls ({totals.get('failures', 0)} failed); outputs in {cfg.out}/")
+    typer.echo(
+        f"{summary['framework']}: {summary['histories']} histories, {totals.get('items', 0)} memory items, "
+        f"{totals.get('calls', 0)} memory-model calls ({totals.get('failures', 0)} failed); outputs in {cfg.out}/"
+    )

@@ -26,7 +26,8 @@ def llm(
     device: str = typer.Option("cpu"),
     address: str = typer.Option(None, help="Ray address to join (default: start local Ray)"),
     engine_kwargs: str = typer.Option(
-        None, help='vllm: engine arguments as a JSON object, e.g. \'{"tensor_parallel_size": 2, "max_model_len": 8192}\''
+        None,
+        help='vllm: engine arguments as a JSON object, e.g. \'{"tensor_parallel_size": 2, "max_model_len": 8192}\'',
     ),
 ) -> None:
     """Start the OpenAI-compatible endpoint (/v1/models, /v1/chat/completions); Ctrl-C stops it."""

@@ -37,7 +37,9 @@ class RetrievalEvalConfig(RetrievalSettings):
 
     dataset: DatasetName
     data: Path
-    memory_bank: Path | None = Field(None, description="score a bank built by `mnemoray memory build` instead of building memory")
+    memory_bank: Path | None = Field(
+        None, description="score a bank built by `mnemoray memory build` instead of building memory"
+    )
     out: Path = Path("runs/retrieval")
 
 
@@ -53,7 +55,9 @@ class RetrievalSuiteConfig(RetrievalSettings):
     """The main job: several memories × several datasets, then one comparison table."""
 
     runs: list[SuiteRun] = Field(..., min_length=1)
-    memories: list[FrameworkName] = Field(..., min_length=1, description="memories built without a model (the baselines)")
+    memories: list[FrameworkName] = Field(
+        ..., min_length=1, description="memories built without a model (the baselines)"
+    )
     out: Path = Path("runs/main")
 
     @field_validator("memories")
@@ -61,7 +65,9 @@ class RetrievalSuiteConfig(RetrievalSettings):
     def _built_here(cls, names: list[str]) -> list[str]:
         llm_built = [n for n in names if FRAMEWORKS.spec(n).built_by_llm]
         if llm_built:
-            raise ValueError(f"{llm_built} are built by a memory model; the suite runs {FRAMEWORKS.names(built_by_llm=False)}")
+            raise ValueError(
+                f"{llm_built} are built by a memory model; the suite runs {FRAMEWORKS.names(built_by_llm=False)}"
+            )
         return names
 
 
@@ -99,7 +105,9 @@ class RoleMemoRecallConfig(MemoryEvalBase):
 
     fact_threshold: float = Field(0.60, ge=-1, le=1, description="a gold fragment is hit at max cosine >= this")
     insight_threshold: float = Field(0.65, ge=-1, le=1, description="a gold insight is hit at max cosine >= this")
-    similarity_model: str | None = Field(None, description="sentence-transformers model for the similarities; None = packaged all-MiniLM-L6-v2")
+    similarity_model: str | None = Field(
+        None, description="sentence-transformers model for the similarities; None = packaged all-MiniLM-L6-v2"
+    )
     similarity_device: str = "cpu"
     out: Path = Path("runs/rolememo")
 

@@ -9,13 +9,15 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from mnemoray.config.base import StrictModel
-from mnemoray.config.ray import RayConfig
 from mnemoray.config.names import DatasetName, FrameworkName
+from mnemoray.config.ray import RayConfig
 from mnemoray.memory.registry import llm_frameworks
 
 
 class IndexConfig(StrictModel):
-    embedding_model: str | None = Field(None, description="local sentence-transformers folder; None = packaged all-MiniLM-L6-v2")
+    embedding_model: str | None = Field(
+        None, description="local sentence-transformers folder; None = packaged all-MiniLM-L6-v2"
+    )
     device: str = "cpu"
     batch_size: int = Field(64, ge=1)
     max_seq_length: int | None = Field(256, ge=8)
@@ -29,7 +31,9 @@ class IndexConfig(StrictModel):
     bm25_b: float = Field(0.75, ge=0, le=1)
     rrf_k: int = Field(20, ge=1, description="reciprocal-rank-fusion constant; smaller trusts the top ranks more")
     candidates: int = Field(100, ge=1, description="depth of each ranking fused by the hybrid retriever")
-    recency_weight: float = Field(0.0, ge=0, description="hybrid only: weight of a most-recent-first ranking of the candidates in the fusion")
+    recency_weight: float = Field(
+        0.0, ge=0, description="hybrid only: weight of a most-recent-first ranking of the candidates in the fusion"
+    )
 
 
 class LLMCallConfig(StrictModel):
@@ -65,7 +69,9 @@ class RealMemConfig(StrictModel):
     keep_drafts: bool = Field(True, description="keep points tagged Draft (not yet agreed) as well as Confirmed ones")
     dedup_batch: int = Field(8, ge=1, description="new memory points judged per dedup call")
     dedup_candidates: int = Field(5, ge=1, description="most similar existing points shown per new point")
-    dedup_min_similarity: float = Field(0.5, ge=-1, le=1, description="below this cosine a new point is kept without asking")
+    dedup_min_similarity: float = Field(
+        0.5, ge=-1, le=1, description="below this cosine a new point is kept without asking"
+    )
 
 
 class HemaConfig(StrictModel):
@@ -75,8 +81,12 @@ class HemaConfig(StrictModel):
 
 class BookmarksConfig(StrictModel):
     chunk_turns: int = Field(12, ge=1, description="turns per step (one story position)")
-    reuse_overlap: float = Field(0.75, gt=0, le=1, description="token overlap at or above which a question reuses a bookmark")
-    new_overlap: float = Field(0.35, ge=0, le=1, description="token overlap at or below which a question starts a new bookmark")
+    reuse_overlap: float = Field(
+        0.75, gt=0, le=1, description="token overlap at or above which a question reuses a bookmark"
+    )
+    new_overlap: float = Field(
+        0.35, ge=0, le=1, description="token overlap at or below which a question starts a new bookmark"
+    )
     recent_bookmarks: int = Field(8, ge=0, description="recently updated bookmarks shown when proposing questions")
     max_sync_steps: int = Field(8, ge=1, description="most recent unread steps a model-based synchronization reads")
     answer_chars: int = Field(600, ge=50, description="size of a bookmark's answer")
@@ -111,7 +121,9 @@ class MemoryBuildConfig(StrictModel):
     limit: int | None = Field(None, ge=1, description="build only the first N histories")
     max_sessions: int | None = Field(None, ge=1, description="read only the first N sessions of each history")
     skip_invalid: bool = False
-    torch_threads: int | None = Field(None, ge=1, description="torch threads per worker (hf engine); None = torch default")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch threads per worker (hf engine); None = torch default"
+    )
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @field_validator("memory")

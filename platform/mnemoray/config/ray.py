@@ -8,7 +8,9 @@ from mnemoray.config.base import StrictModel
 
 
 class RayClusterConfig(StrictModel):
-    address: str | None = Field(None, description="Ray cluster address ('auto' inside a cluster); None starts local Ray")
+    address: str | None = Field(
+        None, description="Ray cluster address ('auto' inside a cluster); None starts local Ray"
+    )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray started for this run")
 
 

@@ -32,13 +32,21 @@ class InsightConfig(StrictModel):
 
 class DialogueConfig(StrictModel):
     rounds: int = Field(24, ge=2, le=80, description="user/assistant rounds per dialogue")
-    fragment_min_overlap: float = Field(0.6, gt=0, le=1, description="share of a fragment's content words a turn must hold to contain it")
-    echo_max_overlap: float = Field(0.6, gt=0, le=1, description="an assistant turn holding this share of a fragment echoes it")
-    insert_missing: bool = Field(True, description="append a fragment the writer left out of its user turn (counted) instead of rejecting")
+    fragment_min_overlap: float = Field(
+        0.6, gt=0, le=1, description="share of a fragment's content words a turn must hold to contain it"
+    )
+    echo_max_overlap: float = Field(
+        0.6, gt=0, le=1, description="an assistant turn holding this share of a fragment echoes it"
+    )
+    insert_missing: bool = Field(
+        True, description="append a fragment the writer left out of its user turn (counted) instead of rejecting"
+    )
 
 
 class SafetyConfig(StrictModel):
-    review_flagged: bool = Field(True, description="ask the LLM to review dialogues the patterns flag; False: reject them")
+    review_flagged: bool = Field(
+        True, description="ask the LLM to review dialogues the patterns flag; False: reject them"
+    )
 
 
 class DistractorConfig(StrictModel):
@@ -60,13 +68,19 @@ class AssemblyConfig(StrictModel):
 
 
 class SynthRayConfig(RayConfig):
-    llm_actors: int = Field(1, ge=1, description="engine actors of the fleet (stream) or per LLM stage (stages; vLLM replicas)")
-    llm_actors_min: int | None = Field(None, ge=1, description="stages mode: autoscaling lower bound; None = llm_actors")
+    llm_actors: int = Field(
+        1, ge=1, description="engine actors of the fleet (stream) or per LLM stage (stages; vLLM replicas)"
+    )
+    llm_actors_min: int | None = Field(
+        None, ge=1, description="stages mode: autoscaling lower bound; None = llm_actors"
+    )
     write_every: int = Field(512, ge=1, description="rows per write of the driver (the unit a crash can lose)")
     mode: Literal["stream", "stages"] = Field(
         "stream", description="stream: all LLM stages in one Ray Data pipeline sharing one engine fleet; "
                               "stages: one pass per stage (vLLM through ray.data.llm with autoscaling replicas)")
-    chunk_personas: int = Field(4, ge=1, description="stream: personas per source block (the unit that moves between stages)")
+    chunk_personas: int = Field(
+        4, ge=1, description="stream: personas per source block (the unit that moves between stages)"
+    )
     chunk_records: int = Field(64, ge=1, description="stream: records per block when a rerun replays unfinished inputs")
     stage_concurrency: int = Field(8, ge=1, description="stream: blocks each stage operator works on at once")
 
@@ -77,7 +91,9 @@ class RoleMemoConfig(StrictModel):
     limit: int | None = Field(None, ge=1, description="use the first N valid personas")
     llm: Path = Field(Path("configs/llm/tiny_local.yaml"), description="engine config (mnemoray.llm)")
     llm_overrides: list[str] = Field(default_factory=list)
-    tokenizer: str | None = Field(None, description="tokenizer folder for token counts; None = the engine's local model")
+    tokenizer: str | None = Field(
+        None, description="tokenizer folder for token counts; None = the engine's local model"
+    )
     target_tokens: int = Field(256_000, ge=1)
     seed: int = 0
     call: SynthCallConfig = Field(default_factory=SynthCallConfig)

@@ -24,7 +24,10 @@ def _dimension_table(summary: dict[str, Any]) -> list[str]:
 
 
 def _group_table(groups: dict[str, dict[str, Any]], columns: list[str], head: str) -> list[str]:
-    lines = [f"| {head} | n | " + " | ".join(columns) + " |", "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |"]
+    lines = [
+        f"| {head} | n | " + " | ".join(columns) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |",
+    ]
     for g, vals in groups.items():
         lines.append(f"| {g} | {vals['n']} | " + " | ".join(fmt(vals.get(c)) for c in columns) + " |")
     return lines
@@ -36,26 +39,38 @@ def write_rolememo_report(summary: dict[str, Any], out: Path) -> None:
     f_name, i_name = f"fact_recall@{k}", f"insight_recall@{k}"
     groups = {"all": {**summary["metrics"], "n": summary["n_queries"]}}
     groups.update({(v.get("name") or p)[:24]: v for p, v in summary["by_persona"].items()})
-    plot_grouped_bars(groups, [(f_name, f"Recall@{k} Fact"), (i_name, f"Recall@{k} Insight")],
-                      out / "recall_by_persona.png", f"{summary['memory']} on rolememo ({summary['n_queries']} queries)",
-                      ylabel="recall")
+    plot_grouped_bars(
+        groups,
+        [(f_name, f"Recall@{k} Fact"), (i_name, f"Recall@{k} Insight")],
+        out / "recall_by_persona.png",
+        f"{summary['memory']} on rolememo ({summary['n_queries']} queries)",
+        ylabel="recall",
+    )
     th, pooled = summary["thresholds"], summary["pooled"]
     lines = [
-        f"# RoleMemo recall: {summary['memory']}", "",
+        f"# RoleMemo recall: {summary['memory']}",
+        "",
         f"{summary['n_queries']} queries over {summary['n_histories']} histories; top {k} retrieved items per query; "
         f"hit when the max cosine similarity ({summary.get('similarity_model', 'all-MiniLM-L6-v2')}) to them is "
-        f">= {th['fact']} (fact) or >= {th['insight']} (insight). Recall is pooled over all gold items.", "",
-        "| metric | value | hits / gold |", "| --- | ---: | ---: |",
-        f"| Recall@{k} Fact | {fmt(summary['metrics'][f_name])} | {pooled['fact']['hits']} / {pooled['fact']['gold']} |",
+        f">= {th['fact']} (fact) or >= {th['insight']} (insight). Recall is pooled over all gold items.",
+        "",
+        "| metric | value | hits / gold |",
+        "| --- | ---: | ---: |",
+        f"| Recall@{k} Fact | {fmt(summary['metrics'][f_name])} | "
+        f"{pooled['fact']['hits']} / {pooled['fact']['gold']} |",
         f"| Recall@{k} Insight | {fmt(summary['metrics'][i_name])} | {pooled['insight']['hits']} / "
-        f"{pooled['insight']['gold']} |", "",
-        "## By persona (pooled within the persona)", "",
+        f"{pooled['insight']['gold']} |",
+        "",
+        "## By persona (pooled within the persona)",
+        "",
         "| persona | name | n | Recall Fact | fact hits / gold | Recall Insight | insight hits / gold |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for p, v in summary["by_persona"].items():
-        lines.append(f"| {p} | {v.get('name', '')} | {v['n']} | {fmt(v[f_name])} | {v['fact_hits']} / {v['fact_gold']} | "
-                     f"{fmt(v[i_name])} | {v['insight_hits']} / {v['insight_gold']} |")
+        lines.append(
+            f"| {p} | {v.get('name', '')} | {v['n']} | {fmt(v[f_name])} | {v['fact_hits']} / {v['fact_gold']} | "
+            f"{fmt(v[i_name])} | {v['insight_hits']} / {v['insight_gold']} |"
+        )
     lines += ["", "## By insight type", ""] + _group_table(summary["by_category"], [f_name, i_name], "type")
     lines += ["", "![recall by persona](recall_by_persona.png)"]
     write_run_files(summary, out, lines)

@@ -100,7 +100,10 @@ def evaluate_qa_sample(sample: EvalSample, make_memory: Callable[[], MemoryFrame
         return []
     answers = generate_structured(
         answerer,
-        [answer_request(q, r, question_date(sample, q, v), s.answer_chars, s.memory_chars, s.answer_tokens) for q, v, r in asked],
+        [
+            answer_request(q, r, question_date(sample, q, v), s.answer_chars, s.memory_chars, s.answer_tokens)
+            for q, v, r in asked
+        ],
         s.max_retries,
     )
     stem = s.stem and stemmer_name() == "porter"
@@ -124,7 +127,9 @@ def evaluate_qa_sample(sample: EvalSample, make_memory: Callable[[], MemoryFrame
                                                                       "raw": ans.text[:2000]}
         else:
             row["prediction"] = answer
-            row["f1"] = locomo_f1(answer, gold, q.category, stem) if s.dataset == "locomo" else token_f1(answer, gold, stem)
+            row["f1"] = (
+                locomo_f1(answer, gold, q.category, stem) if s.dataset == "locomo" else token_f1(answer, gold, stem)
+            )
             row["bleu1"] = bleu1(answer, gold)
             for which in JUDGES:
                 judge_calls.append((len(rows), which))

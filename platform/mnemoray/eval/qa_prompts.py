@@ -7,7 +7,7 @@ type. Schemas cap string lengths so small models always finish a valid JSON answ
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from mnemoray.llm.types import ChatRequest, SamplingParams
@@ -34,7 +34,7 @@ def judge_variant(dataset: str, query: EvidenceQuery) -> str:
     return "default"
 
 
-@lru_cache(maxsize=None)
+@cache
 def judge_rule(variant: str) -> str:
     if variant not in VARIANTS:
         raise ValueError(f"unknown judge variant '{variant}'; choose one of {VARIANTS}")

@@ -80,7 +80,7 @@ class RealMemJudgeSettings(JudgeSettings):
 
 def _query_gold(name: str, dialogues: Any) -> dict[str, list[dict[str, str]]]:
     out: dict[str, list[dict[str, str]]] = {}
-    for si, session in enumerate(dialogues if isinstance(dialogues, list) else []):
+    for session in dialogues if isinstance(dialogues, list) else []:
         if not isinstance(session, dict):
             continue
         turns = session.get("dialogue_turns") or []
@@ -154,8 +154,12 @@ def memory_request(query: EvidenceQuery, retrieved: list[RetrievedItem], s: Real
     spec = load_prompt("realmem_judge", "memory")
     points = query.metadata[GOLD_KEY]
     n = len(points)
-    messages = spec.messages(question=query.text, n_gold=n, gold_memory=_gold_text(points, s.gold_point_chars),
-                             retrieved=format_memories(retrieved, s.memory_chars) if retrieved else "(nothing retrieved)")
+    messages = spec.messages(
+        question=query.text,
+        n_gold=n,
+        gold_memory=_gold_text(points, s.gold_point_chars),
+        retrieved=format_memories(retrieved, s.memory_chars) if retrieved else "(nothing retrieved)",
+    )
     schema = clamp_schema(spec.schema, s.reason_chars, n)
     schema["properties"]["covered"].update({"minItems": n, "maxItems": n})  # one verdict per gold point
     return ChatRequest(messages=messages, json_schema=schema,
@@ -235,7 +239,9 @@ def evaluate_realmem_sample(sample: EvalSample, make_memory: Callable[[], Memory
         }
         text = ans.parsed.get("answer") if ans.ok and isinstance(ans.parsed, dict) else None
         if not isinstance(text, str):
-            row["answer_failure"] = failure_record(ans) if not ans.ok else failure_record(ans, "schema", "no answer string")
+            row["answer_failure"] = (
+                failure_record(ans) if not ans.ok else failure_record(ans, "schema", "no answer string")
+            )
         if gold and isinstance(text, str):
             row["prediction"] = text
             runs = seeded_runs(qa_request(q, text, s), s.judge_runs, s.judge_seed)

@@ -27,7 +27,9 @@ class PerQueryWriter:
         self._f.close()
 
 
-def summarize(rows: list[dict[str, Any]], dataset: str, memory: str, ks: list[int], extra: dict | None = None) -> dict[str, Any]:
+def summarize(
+    rows: list[dict[str, Any]], dataset: str, memory: str, ks: list[int], extra: dict | None = None
+) -> dict[str, Any]:
     order = metric_order(ks)
     overall = mean_metrics([r["metrics"] for r in rows])
     by_cat: dict[str, list] = defaultdict(list)
@@ -40,7 +42,9 @@ def summarize(rows: list[dict[str, Any]], dataset: str, memory: str, ks: list[in
         "n_histories": len({r["history_id"] for r in rows}),
         "ks": ks,
         "metrics": {m: overall[m] for m in order} if overall else {},
-        "by_category": {c: {m: v for m, v in mean_metrics(ms).items()} | {"n": len(ms)} for c, ms in sorted(by_cat.items())},
+        "by_category": {
+            c: {m: v for m, v in mean_metrics(ms).items()} | {"n": len(ms)} for c, ms in sorted(by_cat.items())
+        },
         **(extra or {}),
     }
 

@@ -105,8 +105,15 @@ def evaluate_rolememo_sample(sample: EvalSample, make_memory: Callable[[], Memor
         }
         for stream, ix, threshold in (("fact", frag_ix, s.fact_threshold), ("insight", ins_ix, s.insight_threshold)):
             sims = max_similarities(vecs[ix] if ix else np.zeros((0, vecs.shape[1])), item_vecs)
-            row[stream] = [{"text": names[i], "max_similarity": sim, "best_item": None if j is None else retrieved[j].item.id,
-                            "hit": is_hit(sim, threshold)} for i, (sim, j) in zip(ix, sims)]
+            row[stream] = [
+                {
+                    "text": names[i],
+                    "max_similarity": sim,
+                    "best_item": None if j is None else retrieved[j].item.id,
+                    "hit": is_hit(sim, threshold),
+                }
+                for i, (sim, j) in zip(ix, sims)
+            ]
         row["fact_hits"] = sum(g["hit"] for g in row["fact"])
         row["insight_hits"] = sum(g["hit"] for g in row["insight"])
         rows.append(row)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from mnemoray.sqlite_wal import connect_wal
 
 ENV_DIR = "MNEMORAY_EMBEDDING_CACHE"
 DEFAULT_DIR = Path("~/.cache/mnemoray/embeddings")
@@ -78,12 +79,10 @@ class EmbeddingStore:
         self.hits = 0
         self.misses = 0
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self):
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=60)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            db = connect_wal(self.path)
             db.execute("CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vec BLOB NOT NULL) WITHOUT ROWID")
             self._local.db = db
         return db

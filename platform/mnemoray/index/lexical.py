@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bm25s
 
-
 try:
     import Stemmer
 

@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from mnemoray.llm.types import ChatRequest, ChatResult, Engine, close_engine
+from mnemoray.sqlite_wal import connect_wal
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, result TEXT NOT NULL)"
 
@@ -40,14 +41,13 @@ class ResponseCache:
         self.path = self.dir / "responses.sqlite"
         conn = self._connect()
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
             with conn:
                 conn.execute(_SCHEMA)
         finally:
             conn.close()
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+        return connect_wal(self.path)
 
     def get_many(self, keys: list[str]) -> dict[str, ChatResult]:
         found: dict[str, ChatResult] = {}

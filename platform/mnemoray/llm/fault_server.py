@@ -319,7 +319,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--rate-{kind}", type=float, default=0.0)
     parser.add_argument("--retry-after-ms", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vary-strings", action="store_true", help="answer schema strings with words drawn per request")
+    parser.add_argument(
+        "--vary-strings", action="store_true", help="answer schema strings with words drawn per request"
+    )
     parser.add_argument("--model", action="append", default=None, help="model id listed by /v1/models (repeatable)")
     args = parser.parse_args(argv)
     config = FaultConfig(

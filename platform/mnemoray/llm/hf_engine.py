@@ -30,7 +30,6 @@ from transformers import (
 
 from mnemoray.llm.types import ChatRequest, ChatResult, Usage
 
-
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name, usable if already in the local HF cache
 
 

@@ -57,4 +57,12 @@ def load_dataset(name: str, path: str | Path, skip_invalid: bool = False, limit:
     return samples, errors
 
 
-__all__ = ["DATASETS", "DatasetError", "DatasetSpec", "dataset_files", "iter_dataset", "load_dataset", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "DatasetSpec",
+    "dataset_files",
+    "iter_dataset",
+    "load_dataset",
+    "register_dataset",
+]

@@ -49,7 +49,7 @@ def _characters(file: Path, work: str) -> tuple[dict[str, list[str]] | None, Dat
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return None, DatasetError(file, None, None, f"malformed JSON ({err})")
     if not isinstance(raw, dict):
-        return None, DatasetError(file, None, None, "expected a JSON object {work: {\"major\": [...], \"minor\": [...]}}")
+        return None, DatasetError(file, None, None, 'expected a JSON object {work: {"major": [...], "minor": [...]}}')
     entry = raw.get(work)
     if entry is None:
         return None, None

@@ -50,7 +50,7 @@ def top_level_kind(path: Path) -> str:
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     import json
 
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -41,7 +41,7 @@ class _RawQuestion(BaseModel):
     answer_session_ids: list[str]
 
     @model_validator(mode="after")
-    def _aligned(self) -> "_RawQuestion":
+    def _aligned(self) -> _RawQuestion:
         if len(self.haystack_session_ids) != len(self.haystack_sessions):
             raise ValueError("haystack_session_ids and haystack_sessions differ in length")
         if self.haystack_dates is not None and len(self.haystack_dates) != len(self.haystack_sessions):

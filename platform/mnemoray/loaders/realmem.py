@@ -90,7 +90,9 @@ def parse_history(path: Path, metadata: dict[str, Any], raw_sessions: Any) -> Ev
                 metadata={"identifier": s.session_identifier},
             )
         )
-    history = History(id=name, dataset="realmem", persona=Persona(id=name, name=name.replace("_", " ")), sessions=sessions)
+    history = History(
+        id=name, dataset="realmem", persona=Persona(id=name, name=name.replace("_", " ")), sessions=sessions
+    )
     return EvalSample(history=history, queries=queries)
 
 

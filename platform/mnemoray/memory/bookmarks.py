@@ -38,7 +38,7 @@ from typing import Any
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
 from mnemoray.memory.llm_calls import CallSpec, EmbeddingRetrieval, LLMMemoryFramework
-from mnemoray.memory.ops import OpError, ordered_union, normalize_text
+from mnemoray.memory.ops import OpError, normalize_text, ordered_union
 from mnemoray.memory.prompts import fit, load_prompt
 from mnemoray.memory.trajectory import TrajectoryLog
 from mnemoray.memory.transcript import chunk_turns, persona_text
@@ -242,9 +242,12 @@ class BookmarksMemory(EmbeddingRetrieval, LLMMemoryFramework, MemoryFramework):
         shown = "\n".join(f"- [{b.tag}] {b.query} -> {b.answer or '(not known yet)'}" for b in recent)
         shown = fit(shown, self.config.llm_call.prompt_memory_chars) or "(none yet)"
         _, chunk = self._lines(step)
-        spec = CallSpec(load_prompt("bookmarks", "propose"), {**self._fields(step, chunk), "bookmarks": shown},
-                        step["session_id"],
-                        {"bookmarks": [{"id": b.id, "tag": b.tag, "query": b.query, "answer": b.answer} for b in recent]})
+        spec = CallSpec(
+            load_prompt("bookmarks", "propose"),
+            {**self._fields(step, chunk), "bookmarks": shown},
+            step["session_id"],
+            {"bookmarks": [{"id": b.id, "tag": b.tag, "query": b.query, "answer": b.answer} for b in recent]},
+        )
         out = self.model.run([spec])[0]
         if not out.ok:
             return []
@@ -327,9 +330,14 @@ class BookmarksMemory(EmbeddingRetrieval, LLMMemoryFramework, MemoryFramework):
             for b in active:
                 step = pending[b.id][depth]
                 _, chunk = self._lines(step)
-                specs.append(CallSpec(prompt, {**self._fields(step, chunk), "query": b.query,
-                                               "answer": b.answer or "(not known yet)"},
-                                      step["session_id"], {"bookmark": {"id": b.id, "query": b.query, "answer": b.answer}}))
+                specs.append(
+                    CallSpec(
+                        prompt,
+                        {**self._fields(step, chunk), "query": b.query, "answer": b.answer or "(not known yet)"},
+                        step["session_id"],
+                        {"bookmark": {"id": b.id, "query": b.query, "answer": b.answer}},
+                    )
+                )
             still = []
             for b, out in zip(active, self.model.run(specs)):
                 step = pending[b.id][depth]

@@ -11,8 +11,8 @@ import json
 from typing import Any
 
 from mnemoray.config.memory import MemoryConfig
-from mnemoray.memory.registry import build_memory, llm_frameworks
 from mnemoray.memory.bank import bank_rows
+from mnemoray.memory.registry import build_memory, llm_frameworks
 from mnemoray.memory.trajectory import TrajectoryLog
 from mnemoray.records import History
 

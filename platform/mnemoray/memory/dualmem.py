@@ -16,7 +16,7 @@ from typing import Any
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
 from mnemoray.memory.llm_calls import CallSpec, EmbeddingRetrieval, LLMMemoryFramework
-from mnemoray.memory.ops import ItemStore, OpError, Provenance, ordered_union, normalize_text, widen
+from mnemoray.memory.ops import ItemStore, OpError, Provenance, normalize_text, ordered_union, widen
 from mnemoray.memory.prompts import fit, load_prompt
 from mnemoray.memory.ranking import rank_items
 from mnemoray.memory.trajectory import TrajectoryLog
@@ -59,8 +59,15 @@ def parse_extraction(value: Any) -> tuple[list[str], list[tuple[list[str], str]]
     return facts, insights, errors
 
 
-def apply_extraction(facts: ItemStore, insights: ItemStore, value: Any, prov: Provenance,
-                     handles: dict[str, str], similar: SimilarFn, min_refs: int = 2) -> tuple[list[MemoryOp], list[OpError]]:
+def apply_extraction(
+    facts: ItemStore,
+    insights: ItemStore,
+    value: Any,
+    prov: Provenance,
+    handles: dict[str, str],
+    similar: SimilarFn,
+    min_refs: int = 2,
+) -> tuple[list[MemoryOp], list[OpError]]:
     """Apply one chunk's answer. `handles` maps prompt handles (F1...) to fact ids; new facts are N1..."""
     new_facts, new_insights, errors = parse_extraction(value)
     ops: list[MemoryOp] = []

@@ -159,7 +159,9 @@ class HemaMemory(LLMMemoryFramework, MemoryFramework):
         chunks = [MemoryItem.model_validate(x) for x in state["chunks"]]
         vectors = unpack_vectors(state["vectors"])
         if len(chunks) and vectors.shape != (len(chunks), self.embedder.dim):
-            raise ValueError(f"snapshot vectors {vectors.shape} do not fit {len(chunks)} chunks of dim {self.embedder.dim}")
+            raise ValueError(
+                f"snapshot vectors {vectors.shape} do not fit {len(chunks)} chunks of dim {self.embedder.dim}"
+            )
         self.block = CoreBlock.from_state(state["summary"])
         self.chunks = chunks
         self.vectors = self._new_index()

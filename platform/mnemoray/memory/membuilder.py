@@ -15,8 +15,16 @@ from typing import Any
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
 from mnemoray.memory.llm_calls import CallSpec, EmbeddingRetrieval, LLMMemoryFramework
-from mnemoray.memory.ops import (CoreBlock, CoreOp, ItemStore, Provenance, apply_store_ops, fit_core,
-                                 parse_core_ops, parse_store_ops)
+from mnemoray.memory.ops import (
+    CoreBlock,
+    CoreOp,
+    ItemStore,
+    Provenance,
+    apply_store_ops,
+    fit_core,
+    parse_core_ops,
+    parse_store_ops,
+)
 from mnemoray.memory.prompts import fit, load_prompt
 from mnemoray.memory.ranking import rank_items
 from mnemoray.memory.trajectory import TrajectoryLog

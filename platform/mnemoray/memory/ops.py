@@ -168,7 +168,9 @@ def _as_str_list(value: Any) -> list[str] | None:
     return None
 
 
-def parse_store_ops(value: Any, allowed: Sequence[str], handles: Mapping[str, str]) -> tuple[list[StoreOp], list[OpError]]:
+def parse_store_ops(
+    value: Any, allowed: Sequence[str], handles: Mapping[str, str]
+) -> tuple[list[StoreOp], list[OpError]]:
     """`{"operations": [{"action", "ids", "text"}, ...]}` → ops with handles resolved to item ids."""
     ops: list[StoreOp] = []
     errors: list[OpError] = []
@@ -314,7 +316,7 @@ class CoreBlock:
                 "session_id": self.session_id, "timestamp": self.timestamp}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "CoreBlock":
+    def from_state(cls, state: dict[str, Any]) -> CoreBlock:
         return cls(**state)
 
 

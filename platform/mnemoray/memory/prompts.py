@@ -13,7 +13,7 @@ import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from string import Template
 from typing import Any
@@ -35,7 +35,7 @@ class PromptSpec:
         return [ChatMessage(role="system", content=self.system), ChatMessage(role="user", content=user)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_prompt(framework: str, name: str) -> PromptSpec:
     base = resources.files("mnemoray").joinpath("resources", "prompts", framework)
     system = base.joinpath(f"{name}.system.txt").read_text(encoding="utf-8").strip()

@@ -29,7 +29,9 @@ class EmbeddingCache:
         return np.stack([self._vecs[t] for t in texts])
 
 
-def rank_items(cache: EmbeddingCache, queries: Sequence[str], items: Sequence[MemoryItem], k: int) -> list[list[tuple[int, float]]]:
+def rank_items(
+    cache: EmbeddingCache, queries: Sequence[str], items: Sequence[MemoryItem], k: int
+) -> list[list[tuple[int, float]]]:
     """For each query, (item index, cosine) of the k most similar items, best first (ties: older first)."""
     if not items or not queries or k <= 0:
         return [[] for _ in queries]

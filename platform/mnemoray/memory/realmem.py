@@ -29,7 +29,7 @@ from typing import Any
 from mnemoray.config import MemoryConfig
 from mnemoray.memory.base import MemoryFramework
 from mnemoray.memory.llm_calls import CallSpec, EmbeddingRetrieval, LLMMemoryFramework
-from mnemoray.memory.ops import ItemStore, OpError, Provenance, ordered_union, normalize_text, widen
+from mnemoray.memory.ops import ItemStore, OpError, Provenance, normalize_text, ordered_union, widen
 from mnemoray.memory.prompts import PromptSpec, load_prompt
 from mnemoray.memory.ranking import rank_items
 from mnemoray.memory.trajectory import TrajectoryLog
@@ -93,7 +93,9 @@ def parse_points(value: Any) -> tuple[list[MemoryPoint], list[OpError]]:
     return points, errors
 
 
-def parse_dedup(value: Any, points: Sequence[str], existing: Sequence[str]) -> tuple[dict[str, DedupDecision], list[OpError]]:
+def parse_dedup(
+    value: Any, points: Sequence[str], existing: Sequence[str]
+) -> tuple[dict[str, DedupDecision], list[OpError]]:
     """`{"decisions": [{"point", "action", "target", "content"}]}` → one decision per known point."""
     raw = value.get("decisions") if isinstance(value, dict) else None
     if not isinstance(raw, list):

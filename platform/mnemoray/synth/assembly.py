@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from mnemoray.config.synth import AssemblyConfig
 from mnemoray.ids import stable_id
 from mnemoray.records import content_id, make_turn_id
-from mnemoray.config.synth import AssemblyConfig
 
 SKIP_TRIES = 32  # pool sessions tried past one that does not fit, before stopping
 
@@ -31,7 +31,9 @@ def query_turns(question: str) -> list[dict[str, Any]]:
     return [{"speaker": "user", "text": question, "is_query": True}]
 
 
-def _fill(pool: list[PoolEntry], budget: int, rng: random.Random, allow_repeats: bool) -> tuple[list[tuple[PoolEntry, int]], int]:
+def _fill(
+    pool: list[PoolEntry], budget: int, rng: random.Random, allow_repeats: bool
+) -> tuple[list[tuple[PoolEntry, int]], int]:
     """Pool sessions (entry, copy number) whose tokens fit in `budget`, and the tokens used."""
     chosen: list[tuple[PoolEntry, int]] = []
     used = 0

@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mnemoray.records import make_turn_id
 from mnemoray.config.synth import RoleMemoConfig
+from mnemoray.records import make_turn_id
 from mnemoray.synth.store import REJECT_SCHEMA, StageStore
 
 TURN = pa.struct([("id", pa.string()), ("speaker", pa.string()), ("text", pa.string()), ("index", pa.int32()),

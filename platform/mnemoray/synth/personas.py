@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mnemoray.ids import stable_id
 import ijson
 
+from mnemoray.ids import stable_id
 from mnemoray.loaders.errors import DatasetError
 from mnemoray.loaders.jsonstream import iter_array, top_level_kind
 from mnemoray.records import Persona

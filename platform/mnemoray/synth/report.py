@@ -80,25 +80,46 @@ def write_report(cfg: RoleMemoConfig, personas: frozenset[str], errors: list[dic
 
 def _markdown(stats: dict[str, Any]) -> str:
     p, h, t = stats["personas"], stats["histories"], stats["totals"]
-    lines = ["# RoleMemo-style synthesis report", "",
-             f"Personas: {p['valid']} valid, {p['invalid']} invalid, {p['with_history']} with a history.", "",
-             "| stage | inputs | kept | rejected | pass rate | LLM calls | attempts | tokens in | tokens out | wall s | top reject reasons |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "# RoleMemo-style synthesis report",
+        "",
+        f"Personas: {p['valid']} valid, {p['invalid']} invalid, {p['with_history']} with a history.",
+        "",
+        "| stage | inputs | kept | rejected | pass rate | LLM calls | attempts | tokens in | tokens out | wall s "
+        "| top reject reasons |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for name, s in stats["stages"].items():
         rate = "" if s.get("pass_rate") is None else f"{s['pass_rate']:.2f}"
         reasons = ", ".join(f"{r} ({n})" for r, n in list(s["rejected_by_reason"].items())[:3])
-        lines.append(f"| {name} | {s['inputs']} | {s['kept']} | {s['rejected']} | {rate} | {s['llm_calls']} | "
-                     f"{s['llm_attempts']} | {s['prompt_tokens']} | {s['completion_tokens']} | {s['wall_s']} | {reasons} |")
-    lines += ["", f"Totals: {t['llm_calls']} LLM calls ({t['llm_attempts']} attempts), "
-                  f"{t['prompt_tokens']:,} prompt and {t['completion_tokens']:,} completion tokens; job wall time {t['wall_s']} s "
-                  "(in stream mode stages overlap: a stage's wall s is the span in which its outputs arrived).",
-              "", "## Histories", "",
-              f"{h['count']} histories, {h['queries']} queries; length in tokens: min {h['min']:,}, median "
-              f"{h['median']:,}, max {h['max']:,} (target {h['target_tokens']:,}; "
-              f"{h['at_least_95pct_of_target']} reach 95 % of it).", "",
-              "![history lengths](history_lengths.png)" if h["count"] else "(no histories)", ""]
+        lines.append(
+            f"| {name} | {s['inputs']} | {s['kept']} | {s['rejected']} | {rate} | {s['llm_calls']} | "
+            f"{s['llm_attempts']} | {s['prompt_tokens']} | {s['completion_tokens']} | {s['wall_s']} | {reasons} |"
+        )
+    lines += [
+        "",
+        f"Totals: {t['llm_calls']} LLM calls ({t['llm_attempts']} attempts), "
+        f"{t['prompt_tokens']:,} prompt and {t['completion_tokens']:,} completion tokens; "
+        f"job wall time {t['wall_s']} s "
+        "(in stream mode stages overlap: a stage's wall s is the span in which its outputs arrived).",
+        "",
+        "## Histories",
+        "",
+        f"{h['count']} histories, {h['queries']} queries; length in tokens: min {h['min']:,}, median "
+        f"{h['median']:,}, max {h['max']:,} (target {h['target_tokens']:,}; "
+        f"{h['at_least_95pct_of_target']} reach 95 % of it).",
+        "",
+        "![history lengths](history_lengths.png)" if h["count"] else "(no histories)",
+        "",
+    ]
     if p["invalid_records"]:
-        lines += ["## Invalid persona records", ""] + [
-            f"- {e['file']}: record {e['record']}: {('field ' + repr(e['field']) + ': ') if e['field'] else ''}{e['reason']}"
-            for e in p["invalid_records"]] + [""]
+        lines += (
+            ["## Invalid persona records", ""]
+            + [
+                f"- {e['file']}: record {e['record']}: "
+                f"{('field ' + repr(e['field']) + ': ') if e['field'] else ''}{e['reason']}"
+                for e in p["invalid_records"]
+            ]
+            + [""]
+        )
     return "\n".join(lines)

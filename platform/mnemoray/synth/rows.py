@@ -101,12 +101,17 @@ def row_result(row: dict[str, Any]) -> ChatResult | None:
 
 
 def outcome_row(input_id: str, persona_id: str, outcome: Outcome, result: ChatResult | None) -> dict[str, Any]:
-    return {"input_id": input_id, "persona_id": persona_id,
-            "kept": json.dumps(outcome.kept, ensure_ascii=False), "rejects": json.dumps(outcome.rejects, ensure_ascii=False),
-            "calls": 0 if result is None else 1, "attempts": 0 if result is None else result.attempts,
-            "prompt_tokens": 0 if result is None else result.usage.prompt_tokens,
-            "completion_tokens": 0 if result is None else result.usage.completion_tokens,
-            "latency_s": 0.0 if result is None else result.latency_s}
+    return {
+        "input_id": input_id,
+        "persona_id": persona_id,
+        "kept": json.dumps(outcome.kept, ensure_ascii=False),
+        "rejects": json.dumps(outcome.rejects, ensure_ascii=False),
+        "calls": 0 if result is None else 1,
+        "attempts": 0 if result is None else result.attempts,
+        "prompt_tokens": 0 if result is None else result.usage.prompt_tokens,
+        "completion_tokens": 0 if result is None else result.usage.completion_tokens,
+        "latency_s": 0.0 if result is None else result.latency_s,
+    }
 
 
 def parse_batch(batch: pa.Table, stage: str, cfg_json: str) -> pa.Table:

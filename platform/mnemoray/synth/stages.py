@@ -15,12 +15,12 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from mnemoray.config.synth import INSIGHT_TYPES, RoleMemoConfig
 from mnemoray.ids import stable_id
 from mnemoray.llm.types import ChatRequest, ChatResult, SamplingParams
-from mnemoray.memory.prompts import edit_schema, clamp_schema, load_prompt
+from mnemoray.memory.prompts import clamp_schema, edit_schema, load_prompt
 from mnemoray.records import content_id
 from mnemoray.synth import checks
-from mnemoray.config.synth import INSIGHT_TYPES, RoleMemoConfig
 
 PROMPTS = "rolememo"
 MIN_FRAGMENT_WORDS = 2  # fewer content words cannot be told apart from small talk
@@ -235,7 +235,9 @@ def build_dialogue(pair: dict[str, Any], cfg: RoleMemoConfig) -> ChatRequest:
 
 
 def _rounds(parsed: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"user": str(r.get("user", "")), "assistant": str(r.get("assistant", ""))} for r in parsed.get("rounds", [])]
+    return [
+        {"user": str(r.get("user", "")), "assistant": str(r.get("assistant", ""))} for r in parsed.get("rounds", [])
+    ]
 
 
 def parse_dialogue(pair: dict[str, Any], result: ChatResult | None, cfg: RoleMemoConfig) -> Outcome:
@@ -246,7 +248,9 @@ def parse_dialogue(pair: dict[str, Any], result: ChatResult | None, cfg: RoleMem
     if len(rounds) != cfg.dialogue.rounds:
         return Outcome(rejects=[reject(record, "wrong_round_count", f"{len(rounds)} rounds", result.text)])
     plan = placements(pair, cfg)
-    inserted = checks.insert_missing(rounds, plan, cfg.dialogue.fragment_min_overlap) if cfg.dialogue.insert_missing else 0
+    inserted = (
+        checks.insert_missing(rounds, plan, cfg.dialogue.fragment_min_overlap) if cfg.dialogue.insert_missing else 0
+    )
     topic = topics()[_key(pair["id"], "topic") % len(topics())]
     record.update({"topic": topic, "fact_query": pair, "rounds": rounds, "inserted": inserted,
                    "placements": [{"fragment_id": p.fragment_id, "round": p.round, "text": p.text} for p in plan],
@@ -303,8 +307,16 @@ def distractor_seeds(cfg: RoleMemoConfig) -> list[dict[str, Any]]:
 
 def build_distractor(seed: dict[str, Any], cfg: RoleMemoConfig) -> ChatRequest:
     spec = load_prompt(PROMPTS, "distractor")
-    return request("distractors", seed, cfg, "distractor", sized_arrays(spec.schema, cfg.distractors.rounds, ("rounds",)),
-                   topic=seed["topic"], variant=seed["variant"], rounds=cfg.distractors.rounds)
+    return request(
+        "distractors",
+        seed,
+        cfg,
+        "distractor",
+        sized_arrays(spec.schema, cfg.distractors.rounds, ("rounds",)),
+        topic=seed["topic"],
+        variant=seed["variant"],
+        rounds=cfg.distractors.rounds,
+    )
 
 
 def parse_distractor(seed: dict[str, Any], result: ChatResult | None, cfg: RoleMemoConfig) -> Outcome:

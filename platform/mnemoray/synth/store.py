@@ -82,7 +82,9 @@ class StageStore:
         write_table_atomic(pa.Table.from_pylist(done, schema=DONE_SCHEMA), self.folder("done") / name)
         return name
 
-    def replace_all(self, kept: list[dict[str, Any]], rejects: list[dict[str, Any]], done: list[dict[str, Any]]) -> None:
+    def replace_all(
+        self, kept: list[dict[str, Any]], rejects: list[dict[str, Any]], done: list[dict[str, Any]]
+    ) -> None:
         """Make this stage exactly one part (inputs computed on the driver, e.g. personas)."""
         for part in PARTS:
             for path in self.files(part):

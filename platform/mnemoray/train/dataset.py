@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mnemoray.ids import stable_id
 from mnemoray.config.train import SFTData
+from mnemoray.ids import stable_id
 from mnemoray.train.formats import BadSample, Rejects, read_samples
 from mnemoray.train.tokenize import Encoded, encode_chat, pack
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from repo_paths import REPO
 from typer.testing import CliRunner
 
 from mnemoray.cli.main import app
+from repo_paths import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,9 @@ def test_eval_rolememo_rag_dense_matches_an_independent_recomputation(rolememo_d
     assert m["thresholds"] == {"fact": 0.60, "insight": 0.65}
     assert m["n_queries"] == 3 and m["n_histories"] == 2
     want = expected_recall(rolememo_data, embedder)
-    hits = {p: (v["fact_hits"], v["fact_gold"], v["insight_hits"], v["insight_gold"]) for p, v in m["by_persona"].items()}
+    hits = {
+        p: (v["fact_hits"], v["fact_gold"], v["insight_hits"], v["insight_gold"]) for p, v in m["by_persona"].items()
+    }
     assert hits == {p: tuple(c) for p, c in want.items()}
     fact_hits, fact_gold = sum(c[0] for c in want.values()), sum(c[1] for c in want.values())
     assert m["pooled"]["fact"] == {"hits": fact_hits, "gold": fact_gold} and fact_gold == 6

@@ -7,10 +7,10 @@ import json
 
 import jsonschema
 import pytest
-from http_helpers import SMALL_SCHEMA
 
-from mnemoray.llm.fault_server import FaultConfig
+from http_helpers import SMALL_SCHEMA
 from mnemoray.distributed.data.llm_requests import run_requests
+from mnemoray.llm.fault_server import FaultConfig
 from mnemoray.llm.rows import RESULT_SCHEMA
 
 pytestmark = pytest.mark.integration
@@ -141,5 +141,10 @@ def test_vllm_reask_rows_carry_feedback_the_callers_messages_and_earlier_counts(
     answered = rd.with_caller_columns(answered)
     assert answered["messages"] == asked and answered["params"] == params  # the caller's values, as sent
     summed = rd.add_earlier_rounds(answered)
-    assert (summed["prompt_tokens"], summed["completion_tokens"], summed["attempts"], summed["latency_s"]) == (41, 11, 2, 0.75)
+    assert (summed["prompt_tokens"], summed["completion_tokens"], summed["attempts"], summed["latency_s"]) == (
+        41,
+        11,
+        2,
+        0.75,
+    )
     assert rd.EARLIER_ROUNDS not in summed

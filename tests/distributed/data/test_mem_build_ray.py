@@ -10,17 +10,17 @@ import json
 from pathlib import Path
 
 import pytest
-from repo_paths import REPO
 from typer.testing import CliRunner
 
 from mnemoray.cli.main import app
 from mnemoray.config import MemoryBuildConfig, load_config
+from mnemoray.distributed.data.memory_build import run_memory_build
 from mnemoray.eval.retrieval import evaluate_sample
 from mnemoray.llm.tiny import ensure_tiny
 from mnemoray.loaders import iter_dataset
 from mnemoray.memory.bank import BankMemory, read_bank
 from mnemoray.memory.trajectory import TRAJECTORY_KEYS, read_jsonl
-from mnemoray.distributed.data.memory_build import run_memory_build
+from repo_paths import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -133,9 +133,29 @@ def test_cli_builds_summary_memory_and_rejects_bad_input(tmp_path, tiny_cache, d
     llm = tmp_path / "llm.yaml"
     llm.write_text(f"engine: hf\ntiny: {{arch: qwen2, seed: 0}}\ntiny_cache_dir: {tiny_cache}\nstructured_retries: 1\n")
     runner = CliRunner()
-    result = runner.invoke(app, ["memory", "build", "--framework", "summary", "--dataset", "locomo", "--data", str(data),
-                                 "--llm", str(llm), "--out", str(tmp_path / "out"), "--limit", "1", "--sessions", "1",
-                                 "memory.llm_call.max_tokens=64", "torch_threads=1"])
+    result = runner.invoke(
+        app,
+        [
+            "memory",
+            "build",
+            "--framework",
+            "summary",
+            "--dataset",
+            "locomo",
+            "--data",
+            str(data),
+            "--llm",
+            str(llm),
+            "--out",
+            str(tmp_path / "out"),
+            "--limit",
+            "1",
+            "--sessions",
+            "1",
+            "memory.llm_call.max_tokens=64",
+            "torch_threads=1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "summary: 1 histories" in result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -161,8 +181,25 @@ def test_cli_builds_then_eval_retrieval_scores_the_bank(framework, tmp_path, tin
                                 "memory.llm_call.max_items=2", "torch_threads=1"])
     assert built.exit_code == 0, built.output
     assert f"{framework}: 1 histories" in built.output
-    scored = runner.invoke(app, ["eval", "retrieval", "--dataset", "locomo", "--data", str(data), "--memory", framework,
-                                 "--memory-bank", str(tmp_path / "bank"), "--limit", "1", "--out", str(tmp_path / "eval")])
+    scored = runner.invoke(
+        app,
+        [
+            "eval",
+            "retrieval",
+            "--dataset",
+            "locomo",
+            "--data",
+            str(data),
+            "--memory",
+            framework,
+            "--memory-bank",
+            str(tmp_path / "bank"),
+            "--limit",
+            "1",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
     assert scored.exit_code == 0, scored.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["memory"] == framework and metrics["n_histories"] == 1

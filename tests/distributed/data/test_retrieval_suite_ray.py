@@ -7,11 +7,11 @@ import json
 import pytest
 
 from mnemoray.config import MemoryConfig, RayConfig, RetrievalEvalConfig, RetrievalSuiteConfig, SuiteRun
+from mnemoray.distributed.data.retrieval_eval import run_retrieval_eval
+from mnemoray.distributed.data.retrieval_suite import run_suite
 from mnemoray.eval.retrieval import evaluate_sample
 from mnemoray.loaders import load_dataset
 from mnemoray.memory import build_memory
-from mnemoray.distributed.data.retrieval_eval import run_retrieval_eval
-from mnemoray.distributed.data.retrieval_suite import run_suite
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from repo_paths import REPO
 
 from mnemoray.config import load_config
 from mnemoray.config.synth import RoleMemoConfig
 from mnemoray.synth.stages import STAGES
 from mnemoray.synth.store import StageStore
+from repo_paths import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -128,9 +128,9 @@ def test_a_killed_driver_resumes_to_the_same_ids_without_duplicates(tiny_run, ti
 
 
 def test_endpoint_faults_end_in_rejects_and_the_run_completes(ray_local, tiny_cache, tmp_path):
+    from mnemoray.distributed.data.synth_rolememo import run_rolememo
     from mnemoray.llm.fault_server import FaultConfig, FaultServer
     from mnemoray.llm.tiny import ensure_tiny
-    from mnemoray.distributed.data.synth_rolememo import run_rolememo
 
     with FaultServer(FaultConfig(fault_rate=0.2, vary_strings=True, seed=3)) as url:
         llm = tmp_path / "llm.yaml"
@@ -167,9 +167,9 @@ def endpoint_overrides(out: Path, llm: Path, tokenizer: Path, *extra: str) -> li
 def endpoint_run(ray_local, tiny_cache, tmp_path_factory):
     """An uninterrupted stream-mode run through the zero-fault endpoint (answers depend only
     on the request, so any other run through it must end with the same records)."""
+    from mnemoray.distributed.data.synth_rolememo import run_rolememo
     from mnemoray.llm.fault_server import FaultConfig, FaultServer
     from mnemoray.llm.tiny import ensure_tiny
-    from mnemoray.distributed.data.synth_rolememo import run_rolememo
 
     root = tmp_path_factory.mktemp("endpoint")
     tokenizer = ensure_tiny(tiny_cache, arch="qwen2", seed=0)

@@ -8,9 +8,9 @@ import json
 import jsonschema
 import openai
 import pytest
-from http_helpers import SMALL_SCHEMA, post_json
 from typer.testing import CliRunner
 
+from http_helpers import SMALL_SCHEMA, post_json
 from mnemoray.llm.openai_engine import OpenAIEngine
 from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
 from mnemoray.ports import free_port

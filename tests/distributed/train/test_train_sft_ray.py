@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mnemoray.config import load_config
-from mnemoray.llm.types import ChatRequest
 from mnemoray.config.train import SFTConfig
+from mnemoray.llm.types import ChatRequest
 from mnemoray.train.demo import copy_task
 from mnemoray.train.plot import read_metrics
 
@@ -54,9 +55,9 @@ def _cfg(tmp_path: Path, tiny_cache: Path, data_file: Path, name: str, *override
 
 
 def test_two_workers_learn_export_and_resume(ray_local, tmp_path: Path, tiny_cache: Path, data_file: Path):
+    from mnemoray.distributed.train.sft import run_sft
     from mnemoray.llm.hf_engine import HFEngine
     from mnemoray.llm.types import ChatMessage, ChatRequest, SamplingParams
-    from mnemoray.distributed.train.sft import run_sft
 
     cfg = _cfg(tmp_path, tiny_cache, data_file, "learn")
     result = run_sft(cfg)
@@ -153,8 +154,8 @@ def test_zero3_with_packing_exports_the_trained_weights(ray_local, tmp_path: Pat
     Also the streaming shard path: batches come from the Ray Data iterator during the steps."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mnemoray.train.formats import read_samples
     from mnemoray.distributed.train.sft import run_sft
+    from mnemoray.train.formats import read_samples
     from mnemoray.train.tokenize import collate, encode_chat
 
     cfg = _cfg(tmp_path, tiny_cache, data_file, "zero3", "deepspeed.zero_stage=3", "data.packing=true",
@@ -206,8 +207,8 @@ def _generates_through_serve(export: Path, req: ChatRequest) -> None:
     """The export behind the OpenAI-compatible Serve endpoint, called with OpenAIEngine."""
     from ray import serve
 
-    from mnemoray.llm.openai_engine import OpenAIEngine
     from mnemoray.distributed.serve.llm_app import LLMAppConfig, run_llm_app
+    from mnemoray.llm.openai_engine import OpenAIEngine
     from mnemoray.ports import free_port
 
     url = run_llm_app(LLMAppConfig(model=str(export), model_id="sft-export"), port=free_port())

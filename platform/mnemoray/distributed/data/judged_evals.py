@@ -82,7 +82,12 @@ def run_roleplay_eval(cfg: RolePlayEvalConfig, console: Console | None = None) -
 
 def run_realmem_judge(cfg: RealMemJudgeConfig, console: Console | None = None) -> dict[str, Any]:
     from mnemoray.eval.judge_reports import write_realmem_report
-    from mnemoray.eval.realmem_judge import RealMemJudgeSettings, attach_gold_memory, read_gold_memory, summarize_realmem
+    from mnemoray.eval.realmem_judge import (
+        RealMemJudgeSettings,
+        attach_gold_memory,
+        read_gold_memory,
+        summarize_realmem,
+    )
 
     console = console or Console(stderr=True)
     samples, errors = load_answered_samples(cfg, "realmem", console, "scorable")

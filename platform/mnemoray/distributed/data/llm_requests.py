@@ -49,7 +49,6 @@ from mnemoray.llm.rows import (
 )
 from mnemoray.llm.types import ChatResult, Usage
 
-
 # -- the engine UDFs ------------------------------------------------------------------
 
 class ConcurrentAnswerer(BatchAnswerer):
@@ -184,7 +183,9 @@ def _run_http(ds: ray.data.Dataset, cfg: EngineConfig, actors: int, batch_size: 
     return processor(ds)
 
 
-def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], batch_size: int | None) -> ray.data.Dataset:
+def _run_vllm(
+    ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], batch_size: int | None
+) -> ray.data.Dataset:
     """In-process vLLM on GPU workers via ray.data.llm (not runnable without vLLM); replicas
     autoscale between `actors[0]` and `actors[1]`."""
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
@@ -209,8 +210,19 @@ def _run_vllm(ds: ray.data.Dataset, cfg: EngineConfig, actors: tuple[int, int], 
         caller = row.get(CALLER_COLUMN) or caller_columns(row, messages)  # set already in a re-ask
         return {**row, "messages": messages, "sampling_params": sampling, CALLER_COLUMN: caller}
 
-    drop = (CALLER_COLUMN, "sampling_params", "generated_text", "num_input_tokens", "num_generated_tokens",
-            "generated_tokens", "prompt", "prompt_token_ids", "tokenized_prompt", "time_taken_llm", "__inference_error__")
+    drop = (
+        CALLER_COLUMN,
+        "sampling_params",
+        "generated_text",
+        "num_input_tokens",
+        "num_generated_tokens",
+        "generated_tokens",
+        "prompt",
+        "prompt_token_ids",
+        "tokenized_prompt",
+        "time_taken_llm",
+        "__inference_error__",
+    )
 
     def post(row: dict[str, Any]) -> dict[str, Any]:
         row = with_caller_columns(row)

@@ -17,14 +17,14 @@ from typing import Any
 from rich.console import Console
 
 from mnemoray.config import MemoryBuildConfig
+from mnemoray.distributed.runtime import map_one_per_task, ray_session
 from mnemoray.ids import stable_id
-from mnemoray.loaders import DatasetError, load_dataset
 from mnemoray.llm.registry import engine_payload
+from mnemoray.loaders import DatasetError, load_dataset
 from mnemoray.memory.bank import write_bank
 from mnemoray.memory.build import HistoryBuilder
 from mnemoray.memory.registry import llm_frameworks
 from mnemoray.memory.trajectory import read_jsonl, write_jsonl
-from mnemoray.distributed.runtime import map_one_per_task, ray_session
 from mnemoray.records import History
 
 

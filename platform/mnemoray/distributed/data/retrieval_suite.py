@@ -7,9 +7,9 @@ from pathlib import Path
 from rich.console import Console
 
 from mnemoray.config import MemoryConfig, RetrievalEvalConfig, RetrievalSuiteConfig, apply_overrides, validate
-from mnemoray.eval.compare import comparison_table, load_runs, markdown_table
-from mnemoray.distributed.runtime import ray_session
 from mnemoray.distributed.data.retrieval_eval import run_retrieval_eval
+from mnemoray.distributed.runtime import ray_session
+from mnemoray.eval.compare import comparison_table, load_runs, markdown_table
 
 
 def run_suite(cfg: RetrievalSuiteConfig, console: Console) -> list[Path]:

@@ -69,9 +69,13 @@ def run_stage(stage: Stage, cfg: RoleMemoConfig, engine: EngineConfig, personas:
     actors = {"min_actors": cfg.ray.llm_actors_min or cfg.ray.llm_actors, "max_actors": cfg.ray.llm_actors}
     if stage.build is not None and passes_rows_through(engine):
         # rows that ask nothing ride along in stream (a union would hold results back to the end)
-        ds = run_requests(ds, engine, ask_column="needs_llm", **actors).map_batches(conform_answered, batch_format="pyarrow")
+        ds = run_requests(ds, engine, ask_column="needs_llm", **actors).map_batches(
+            conform_answered, batch_format="pyarrow"
+        )
     elif stage.build is not None:
-        llm = run_requests(ds.map_batches(with_needs_llm, fn_kwargs={"value": True}, batch_format="pyarrow"), engine, **actors)
+        llm = run_requests(
+            ds.map_batches(with_needs_llm, fn_kwargs={"value": True}, batch_format="pyarrow"), engine, **actors
+        )
         direct = ds.map_batches(with_needs_llm, fn_kwargs={"value": False}, batch_format="pyarrow")
         ds = llm.map_batches(conform_answered, batch_format="pyarrow").union(
             direct.map_batches(conform_answered, batch_format="pyarrow"))

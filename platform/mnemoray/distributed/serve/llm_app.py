@@ -212,7 +212,9 @@ def app_builder(args: dict[str, Any]) -> Any:
     Serve passes the application's `args` mapping here."""
     unknown = set(args) - set(LLMAppConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown LLM app args {sorted(unknown)}; allowed: {sorted(LLMAppConfig.__dataclass_fields__)}")
+        raise ValueError(
+            f"unknown LLM app args {sorted(unknown)}; allowed: {sorted(LLMAppConfig.__dataclass_fields__)}"
+        )
     return build_llm_app(LLMAppConfig(**args))
 
 
