@@ -18,7 +18,7 @@ from mnemoray.llm.openai_engine import REQUEST_ID_HEADER, OpenAIEngine
 from mnemoray.llm.openai_transport import retry_after_s
 from mnemoray.llm.registry import build_engine
 from mnemoray.llm.structured import generate_structured
-from mnemoray.llm.types import ChatMessage, ChatRequest, Engine
+from mnemoray.llm.types import ChatMessage, ChatRequest
 
 TYPED_KINDS = {"http", "timeout", "connection", "protocol"}
 MIXED_20 = dict(fault_rate=0.2, retry_after_ms=5, seed=7)
@@ -39,8 +39,15 @@ def _requests(n: int, schema: dict | None = None, tag: str = "") -> list[ChatReq
     ]
 
 
-def test_engine_satisfies_the_engine_protocol():
-    assert isinstance(OpenAIEngine("m", base_url="http://127.0.0.1:9/v1"), Engine)
+def test_engine_keeps_the_protocol_contract_on_an_empty_and_a_failing_batch(transport):
+    engine = OpenAIEngine("m", base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=2, transport=transport)
+    with engine:
+        assert (engine.name, engine.model) == ("openai", "m")
+        assert engine.generate([]) == []
+        requests = _requests(3, tag="p")
+        results = engine.generate(requests)
+    assert [r.id for r in results] == [r.id for r in requests]  # one result per request, in order
+    assert all(not r.ok and r.error_kind == "connection" and r.attempts == 1 for r in results)
 
 
 def test_twenty_percent_faults_with_retries_lose_and_duplicate_nothing(fault_server, transport):

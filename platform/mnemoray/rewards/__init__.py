@@ -1,4 +1,4 @@
-"""Reward functions for GRPO / ADRPO (DESIGN §6 "Rewards"), pure Python, no Ray.
+"""Reward functions for GRPO / ADRPO (docs/ARCHITECTURE.md, "Contracts": reward), pure Python, no Ray.
 
 - `scoring`: call any verl-style `compute_score` (sync or async) and normalise what it
   returns into a `RewardResult`; failures are counted, never a silent 0.

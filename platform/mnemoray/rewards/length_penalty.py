@@ -1,4 +1,4 @@
-"""MemBuilder's length-penalised reward: r = task_r · (1 − λ·P_len), λ = 0.8 (DESIGN §6).
+"""MemBuilder's length-penalised reward: r = task_r · (1 − λ·P_len), λ = 0.8 (docs/ARCHITECTURE.md, "Metrics").
 
 Without a length term a memory model learns to copy the whole dialogue into memory (it
 answers every QA). The penalty P_len ∈ [0, 1]:

@@ -1,4 +1,4 @@
-"""RoleMemo's persona judge as a reward: an LLM scores a reply in [0, 1] (DESIGN §6).
+"""RoleMemo's persona judge as a reward: an LLM scores a reply in [0, 1] (docs/ARCHITECTURE.md, "Metrics").
 
 The judge gives three scores in [0, 1] — factual_use, logic_persona_fit, value_safety —
 combined with weights 0.3 / 0.6 / 0.1. Guided decoding uses the prompt's schema (ranges

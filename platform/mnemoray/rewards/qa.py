@@ -1,4 +1,4 @@
-"""MemBuilder's dense QA task reward and the mix of its synthetic questions (DESIGN §6).
+"""MemBuilder's dense QA task reward and the mix of its synthetic questions (docs/ARCHITECTURE.md, "Metrics").
 
 A trajectory-level reward (did the final memory answer the benchmark?) is sparse; instead
 each session gets a few synthetic QA pairs, the rollout's memory ops are applied to the

@@ -1,4 +1,4 @@
-"""The Ray-free algorithm core of GRPO / ADRPO (docs/ARCHITECTURE.md; DESIGN §6 "Training").
+"""The Ray-free algorithm core of GRPO / ADRPO (docs/ARCHITECTURE.md, "Metrics": training signals).
 
 Plain torch functions, so the math is unit-tested on CPU and reused by any driver:
 

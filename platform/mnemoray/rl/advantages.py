@@ -2,7 +2,7 @@
 
 GRPO samples n rollouts per prompt and judges each rollout against its own group: the
 advantage is the reward minus the group mean, optionally divided by the group standard
-deviation (DESIGN §6). Dividing by the std (GRPO) rescales easy and hard prompts alike;
+deviation (docs/ARCHITECTURE.md, "Metrics"). Dividing by the std (GRPO) rescales easy and hard prompts alike;
 Dr.GRPO skips it (`scale="none"`) to avoid that difficulty bias.
 
 The std is the UNBIASED sample std (Bessel's correction, n − 1), as `torch.std` and

@@ -1,6 +1,6 @@
 """Per-token estimators of KL(π ‖ π_ref) from log-probs of tokens sampled from π.
 
-The KL penalty keeps the policy π near a frozen reference π_ref (DESIGN §6). With
+The KL penalty keeps the policy π near a frozen reference π_ref (docs/ARCHITECTURE.md, "Metrics"). With
 log_ratio = logp − ref_logp (policy MINUS reference) per sampled token:
 
 - k1 = log_ratio: unbiased but can be negative per token (positive when the policy

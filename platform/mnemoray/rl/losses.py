@@ -104,7 +104,7 @@ class GRPOLossConfig:
     eps_low: float = 0.2
     eps_high: float | None = None  # None: same as eps_low; larger: clip-higher
     dual_clip: float | None = None  # c > 1, or None for no dual clip
-    kl_coef: float = 0.0  # DESIGN §6: ~0.001–0.02 with a reference; 0 for none
+    kl_coef: float = 0.0  # ~0.001–0.02 with a reference; 0 for none
     kl_estimator: KLEstimator = "k3"
     agg: AggMode = "token-mean"
     norm: float | None = None  # "seq-mean-token-sum-norm" divisor; None: the padded width
