@@ -126,3 +126,23 @@ def test_config_check_names_the_bad_file_and_passes_the_good(tmp_path: Path):
     assert result.exit_code != 0, result.output
     assert "qa_mine.yaml" in result.output and "retrieval_local.yaml" in result.output
     assert "key 'data'" in result.output and result.output.startswith("ok")
+
+
+def test_config_registry_lists_every_registered_name_with_its_capabilities():
+    from typer.testing import CliRunner
+
+    from mnemoray.cli.main import app
+    from mnemoray.eval.per_history import EVALUATIONS
+    from mnemoray.llm.registry import ENGINES
+    from mnemoray.loaders.registry import DATASETS
+    from mnemoray.memory.registry import FRAMEWORKS
+    from mnemoray.rewards.registry import REWARDS
+
+    result = CliRunner().invoke(app, ["config", "registry"])
+    assert result.exit_code == 0, result.output
+    listed = {tuple(line.split()[:2]) for line in result.output.splitlines() if line.strip()}
+    for kind, registry in (("engine", ENGINES), ("memory", FRAMEWORKS), ("dataset", DATASETS),
+                           ("evaluation", EVALUATIONS), ("reward", REWARDS)):
+        assert {(kind, n) for n in registry.names()} <= listed, kind
+    assert "engine     hf           guided_json=True" in result.output
+    assert "memory     dualmem      built_by_llm=True" in result.output

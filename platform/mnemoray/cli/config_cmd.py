@@ -8,7 +8,7 @@ import typer
 
 from mnemoray.cli.common import fail, friendly_errors
 
-app = typer.Typer(help="Check config files; list engines, memory frameworks, datasets and evaluations.",
+app = typer.Typer(help="Check config files; list engines, memory frameworks, datasets, evaluations and rewards.",
                   no_args_is_help=True)
 
 
@@ -44,6 +44,7 @@ def registry() -> None:
     from mnemoray.llm.registry import ENGINES
     from mnemoray.loaders.registry import DATASETS
     from mnemoray.memory.registry import FRAMEWORKS
+    from mnemoray.rewards.registry import REWARDS
 
     for spec in ENGINES:
         typer.echo(f"engine     {spec.name:<12} guided_json={spec.guided_json} loads_weights={spec.loads_weights} "
@@ -55,3 +56,5 @@ def registry() -> None:
         typer.echo(f"dataset    {spec.name:<12} files={spec.files}  {spec.description}")
     for spec in EVALUATIONS:
         typer.echo(f"evaluation {spec.name:<14} engines={list(spec.roles)}")
+    for spec in REWARDS:
+        typer.echo(f"reward     {spec.name:<14} needs_judge={spec.needs_judge}  {spec.description}")

@@ -49,6 +49,15 @@ class SFTModel(StrictModel):
             raise ValueError("set exactly one of 'path' or 'tiny'")
         return self
 
+    def resolve_path(self) -> str:
+        """The checkpoint folder to start from; builds the tiny model on first use."""
+        if self.path is not None:
+            return self.path
+        from mnemoray.llm.tiny import ensure_tiny
+
+        assert self.tiny is not None
+        return str(ensure_tiny(self.tiny_cache_dir, arch=self.tiny.arch, seed=self.tiny.seed))
+
 
 class SFTOptim(StrictModel):
     lr: float = Field(1e-5, gt=0)
@@ -125,10 +134,4 @@ class SFTConfig(StrictModel):
         return (self.storage_path or self.out / "ray_storage").expanduser().resolve()
 
     def resolve_model_path(self) -> str:
-        """The checkpoint folder to start from; builds the tiny model on first use."""
-        if self.model.path is not None:
-            return self.model.path
-        from mnemoray.llm.tiny import ensure_tiny
-
-        assert self.model.tiny is not None
-        return str(ensure_tiny(self.model.tiny_cache_dir, arch=self.model.tiny.arch, seed=self.model.tiny.seed))
+        return self.model.resolve_path()

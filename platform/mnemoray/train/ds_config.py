@@ -6,7 +6,7 @@ import copy
 import math
 from typing import Any
 
-from mnemoray.config.train import SFTConfig
+from mnemoray.config.train import SFTConfig, SFTDeepSpeed, SFTOptim
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -19,7 +19,13 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def deepspeed_config(cfg: SFTConfig, world_size: int) -> dict[str, Any]:
-    ds, sch, opt = cfg.deepspeed, cfg.schedule, cfg.optim
+    return deepspeed_config_for(cfg.deepspeed, cfg.optim, cfg.schedule.micro_batch_size, cfg.schedule.grad_accum,
+                                world_size)
+
+
+def deepspeed_config_for(ds: SFTDeepSpeed, opt: SFTOptim, micro_batch_size: int, grad_accum: int,
+                         world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config of any training stage (SFT, GRPO) from its DeepSpeed and optimizer blocks."""
     zero: dict[str, Any] = {"stage": ds.zero_stage}
     if ds.offload_optimizer != "none":
         zero["offload_optimizer"] = {"device": ds.offload_optimizer}
@@ -32,9 +38,9 @@ def deepspeed_config(cfg: SFTConfig, world_size: int) -> dict[str, Any]:
     if ds.torch_adam:
         optimizer_params["torch_adam"] = True
     conf: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": sch.micro_batch_size,
-        "gradient_accumulation_steps": sch.grad_accum,
-        "train_batch_size": sch.micro_batch_size * sch.grad_accum * world_size,
+        "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": micro_batch_size * grad_accum * world_size,
         "gradient_clipping": opt.grad_clip,
         "zero_optimization": zero,
         "bf16": {"enabled": ds.dtype == "bf16"},

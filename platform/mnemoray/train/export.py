@@ -27,7 +27,8 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def _full_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[str, Any] | None:
+def full_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[str, Any] | None:
+    """The whole model's weights on rank 0 (None elsewhere); collective under ZeRO-3."""
     model = engine.module
     if zero_stage == 3:
         import deepspeed
@@ -39,7 +40,7 @@ def _full_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[str, Any] 
 
 def export_hf(engine: Any, zero_stage: int, rank: int, source_model: str | Path, out_dir: Path) -> Path | None:
     """Collective: every rank must call it. Rank 0 writes `out_dir` and returns it."""
-    state = _full_state_dict(engine, zero_stage, rank)
+    state = full_state_dict(engine, zero_stage, rank)
     if rank != 0:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -126,28 +126,35 @@ def evaluate(engine: Any, batches: Iterable[dict[str, Any]] | None) -> float | N
 
 
 def build_engine(cfg: SFTConfig, model_path: str, world_size: int, total: int) -> Any:
+    opt = cfg.optim
+    return build_ds_engine(deepspeed_config(cfg, world_size), model_path, cfg.ray.accelerator,
+                           cfg.model.gradient_checkpointing,
+                           lambda s: lr_factor(s, total, opt.warmup_steps, opt.min_lr_ratio))
+
+
+def build_ds_engine(ds_conf: dict[str, Any], model_path: str, accelerator: str, gradient_checkpointing: bool,
+                    lr_lambda: Any) -> Any:
+    """A DeepSpeed engine over the HF checkpoint at `model_path` (any training stage)."""
     import deepspeed
     import torch
     from torch.optim.lr_scheduler import LambdaLR
     from transformers import AutoModelForCausalLM
 
-    ds_conf = deepspeed_config(cfg, world_size)
     # reuse the process group Ray Train (or the launcher) set up; ZeRO-3 loading needs it early
-    deepspeed.init_distributed(dist_backend="gloo" if cfg.ray.accelerator == "cpu" else "nccl")
+    deepspeed.init_distributed(dist_backend="gloo" if accelerator == "cpu" else "nccl")
     keep_alive = None
-    if cfg.deepspeed.zero_stage == 3 and importlib.util.find_spec("accelerate") is not None:
+    if ds_conf["zero_optimization"]["stage"] == 3 and importlib.util.find_spec("accelerate") is not None:
         # lets from_pretrained load weights straight into ZeRO-3 partitions (transformers needs
         # accelerate for it); without it every rank loads the full model before partitioning
         from transformers.integrations import HfDeepSpeedConfig
 
         keep_alive = HfDeepSpeedConfig(ds_conf)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    if cfg.model.gradient_checkpointing:
+    if gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    opt = cfg.optim
 
     def scheduler(optimizer: Any) -> LambdaLR:
-        return LambdaLR(optimizer, lambda s: lr_factor(s, total, opt.warmup_steps, opt.min_lr_ratio))
+        return LambdaLR(optimizer, lr_lambda)
 
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],

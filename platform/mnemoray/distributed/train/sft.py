@@ -36,57 +36,16 @@ class PadCollate(NumpyBatchCollateFn):
         return collate(batch, self.pad_id)
 
 
-class RayTrainIO:
-    """WorkerIO backed by Ray Train: dataset shards, get_checkpoint, report.
+class RayCheckpoints:
+    """A Ray Train worker's rank and its checkpoints: resume from the newest complete one,
+    save one with every rank's part (any training stage: SFT, GRPO)."""
 
-    In "memory" shard mode the worker reads its shard once and then steps without a data
-    pipeline running beside it; on 2 CPU cores that pipeline's threads added about 20 % to a
-    ZeRO-2 step (benchmarks/sft_overhead.py).
-    """
-
-    def __init__(self, micro_batch_size: int, pad_id: int, has_eval: bool, shard: str = "stream",
-                 shuffle_seed: int = 0):
+    def __init__(self) -> None:
         import ray.train
 
         ctx = ray.train.get_context()
         self.rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
-        self.micro = micro_batch_size
-        self.pad_id = pad_id
-        self._collate = PadCollate(pad_id)
-        self.has_eval = has_eval
-        self.shard = shard
-        self.shuffle_seed = shuffle_seed
-        self._held: dict[str, list[dict[str, Any]]] = {}
-
-    def _held_rows(self, name: str) -> list[dict[str, Any]]:
-        import ray.train
-
-        if name not in self._held:
-            rows: list[dict[str, Any]] = []
-            for batch in ray.train.get_dataset_shard(name).iter_batches(batch_size=1024, batch_format="numpy"):
-                rows.extend({key: batch[key][i] for key in batch} for i in range(len(batch["input_ids"])))
-            self._held[name] = rows
-        return self._held[name]
-
-    def _batches(self, name: str, epoch: int = 0) -> Any:
-        import ray.train
-
-        if self.shard == "memory":
-            rows = self._held_rows(name)
-            return held_batches(rows, self.micro, self.pad_id, epoch_order(len(rows), self.shuffle_seed, epoch))
-        # Streamed shards: from epoch 1 on, a seeded local shuffle (a window of rows, not the
-        # whole shard) so epochs differ while memory stays bounded.
-        shuffle = {"local_shuffle_buffer_size": max(256, 16 * self.micro),
-                   "local_shuffle_seed": epoch_seed(self.shuffle_seed, epoch)} if epoch else {}
-        return ray.train.get_dataset_shard(name).iter_torch_batches(
-            batch_size=self.micro, collate_fn=self._collate, drop_last=True, **shuffle)
-
-    def train_batches(self, epoch: int) -> Any:
-        return self._batches("train", epoch)
-
-    def eval_batches(self) -> Any:
-        return self._batches("eval") if self.has_eval else None
 
     @contextlib.contextmanager
     def resume_dir(self) -> Iterator[Path | None]:
@@ -123,6 +82,55 @@ class RayTrainIO:
         if self.rank == 0:
             storage = ray.train.get_context().get_storage()
             mark_complete(storage.storage_filesystem, f"{storage.experiment_fs_path}/{name}", step)
+
+
+class RayTrainIO(RayCheckpoints):
+    """WorkerIO backed by Ray Train: dataset shards, get_checkpoint, report.
+
+    In "memory" shard mode the worker reads its shard once and then steps without a data
+    pipeline running beside it; on 2 CPU cores that pipeline's threads added about 20 % to a
+    ZeRO-2 step (benchmarks/sft_overhead.py).
+    """
+
+    def __init__(self, micro_batch_size: int, pad_id: int, has_eval: bool, shard: str = "stream",
+                 shuffle_seed: int = 0):
+        super().__init__()
+        self.micro = micro_batch_size
+        self.pad_id = pad_id
+        self._collate = PadCollate(pad_id)
+        self.has_eval = has_eval
+        self.shard = shard
+        self.shuffle_seed = shuffle_seed
+        self._held: dict[str, list[dict[str, Any]]] = {}
+
+    def _held_rows(self, name: str) -> list[dict[str, Any]]:
+        import ray.train
+
+        if name not in self._held:
+            rows: list[dict[str, Any]] = []
+            for batch in ray.train.get_dataset_shard(name).iter_batches(batch_size=1024, batch_format="numpy"):
+                rows.extend({key: batch[key][i] for key in batch} for i in range(len(batch["input_ids"])))
+            self._held[name] = rows
+        return self._held[name]
+
+    def _batches(self, name: str, epoch: int = 0) -> Any:
+        import ray.train
+
+        if self.shard == "memory":
+            rows = self._held_rows(name)
+            return held_batches(rows, self.micro, self.pad_id, epoch_order(len(rows), self.shuffle_seed, epoch))
+        # Streamed shards: from epoch 1 on, a seeded local shuffle (a window of rows, not the
+        # whole shard) so epochs differ while memory stays bounded.
+        shuffle = {"local_shuffle_buffer_size": max(256, 16 * self.micro),
+                   "local_shuffle_seed": epoch_seed(self.shuffle_seed, epoch)} if epoch else {}
+        return ray.train.get_dataset_shard(name).iter_torch_batches(
+            batch_size=self.micro, collate_fn=self._collate, drop_last=True, **shuffle)
+
+    def train_batches(self, epoch: int) -> Any:
+        return self._batches("train", epoch)
+
+    def eval_batches(self) -> Any:
+        return self._batches("eval") if self.has_eval else None
 
 
 COMPLETE_MARKER = "mnemoray_complete.json"
