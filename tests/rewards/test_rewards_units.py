@@ -348,7 +348,7 @@ def test_custom_reward_errors_name_the_file_and_the_function(custom_file, tmp_pa
 
 
 def test_registry_lists_the_rewards_and_loads_them(custom_file):
-    assert REWARDS.names() == ["dense-qa", "length-penalty", "persona-judge", "custom"]
+    assert REWARDS.names() == ["dense-qa", "length-penalty", "persona-judge", "keyword-count", "custom"]
     assert REWARDS.names(needs_judge=True) == ["persona-judge"]
     assert REWARDS.load("dense-qa") is qa_score and REWARDS.load("length-penalty") is length_score
     fn = REWARDS.load("custom")(f"{custom_file}:compute_score")

@@ -1,4 +1,4 @@
-"""`mnemoray train`: supervised fine-tuning of memory models on Ray Train + DeepSpeed."""
+"""`mnemoray train`: SFT and GRPO of memory models on Ray Train + DeepSpeed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from mnemoray.cli.common import fail, friendly_errors
 
-app = typer.Typer(help="Train memory models (SFT on Ray Train with DeepSpeed).", no_args_is_help=True)
+app = typer.Typer(help="Train memory models (SFT and GRPO on Ray Train with DeepSpeed).", no_args_is_help=True)
 
 
 @app.callback()
@@ -43,6 +43,44 @@ def sft_cmd(
         return
     summary = {"run_dir": str(result.run_dir), "export": str(result.export_dir) if result.export_dir else None,
                "total_steps": result.total_steps, "final": result.metrics, "error": result.error}
+    typer.echo(json.dumps(summary, indent=2))
+    if result.error:
+        raise typer.Exit(1)
+
+
+@app.command("grpo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def grpo_cmd(
+    ctx: typer.Context,
+    config: Path = typer.Option(..., "--config", help="GRPO config YAML (see configs/train/grpo_local.yaml)"),
+    out: Path | None = typer.Option(None, "--out", help="output folder (overrides `out`)"),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="rollout + update steps (schedule.steps)"),
+    reward_fn: str | None = typer.Option(
+        None, "--reward-fn", help="PATH.py:FUNCTION, a verl-style compute_score (sync or async) used as the reward"),
+) -> None:
+    """GRPO / ADRPO: rollouts, rewards from a pool of reward actors, DeepSpeed updates.
+
+    metrics.jsonl (one line per step), report.md, curves.png and the HF export land in
+    OUT/NAME. Extra arguments are key=value overrides, e.g. rollout.n=4. Rerunning with the
+    same `name` resumes from its latest checkpoint.
+    """
+    from mnemoray.config import load_config
+    from mnemoray.config.grpo import GRPOConfig
+
+    overrides = list(ctx.args) + ([f"out={out}"] if out is not None else [])
+    overrides += [f"schedule.steps={steps}"] if steps is not None else []
+    overrides += [f"reward.reward={json.dumps(reward_fn)}"] if reward_fn is not None else []
+    cfg = load_config(GRPOConfig, config, overrides)
+    from mnemoray.distributed.train.grpo import run_grpo
+
+    try:
+        result = run_grpo(cfg, log=lambda msg: typer.echo(msg, err=True))
+    except ValueError as err:
+        fail(str(err))
+        return
+    summary = {"run_dir": str(result.run_dir), "export": str(result.export_dir) if result.export_dir else None,
+               "prompts": result.prompts, "invalid_prompts": result.invalid_prompts, "final": result.metrics,
+               "error": result.error}
     typer.echo(json.dumps(summary, indent=2))
     if result.error:
         raise typer.Exit(1)

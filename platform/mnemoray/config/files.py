@@ -19,6 +19,7 @@ from mnemoray.config.eval import (
     RoleMemoRecallConfig,
     RolePlayEvalConfig,
 )
+from mnemoray.config.grpo import GRPOConfig
 from mnemoray.config.llm import EngineConfig
 from mnemoray.config.memory import MemoryBuildConfig
 from mnemoray.config.synth import RoleMemoConfig
@@ -36,6 +37,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "memory-build": MemoryBuildConfig,
     "synth-rolememo": RoleMemoConfig,
     "train-sft": SFTConfig,
+    "train-grpo": GRPOConfig,
 }
 # where the repository keeps each kind (path under configs/ -> kind); first match wins
 LAYOUT: list[tuple[str, str]] = [
@@ -49,6 +51,7 @@ LAYOUT: list[tuple[str, str]] = [
     ("memory/*.yaml", "memory-build"),
     ("synth/rolememo_*.yaml", "synth-rolememo"),
     ("train/sft_*.yaml", "train-sft"),
+    ("train/grpo_*.yaml", "train-grpo"),
 ]
 ENGINE_FIELDS = ("llm", "answerer", "judge", "responder")
 

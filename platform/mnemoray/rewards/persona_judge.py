@@ -62,6 +62,15 @@ class PersonaJudgeSettings:
     response_chars: int = 3000
 
 
+def from_reward_item(item: Any) -> PersonaJudgeItem:
+    """A GRPO reward item as a judge item: persona and context come from its extra_info."""
+    info = item.extra_info or {}
+    persona = info.get("persona")
+    if not isinstance(persona, str):
+        raise ValueError(f"reward item {item.id}: extra_info['persona'] (the profile as text) is required")
+    return PersonaJudgeItem(persona=persona, context=str(info.get("context") or ""), response=item.solution_str)
+
+
 def judge_request(item: PersonaJudgeItem, settings: PersonaJudgeSettings | None = None,
                   index: int | None = None) -> ChatRequest:
     """The judge call for one item: prompt files resources/prompts/rewards/persona_judge.*."""
@@ -135,5 +144,5 @@ def judge_responses(engine: Engine, items: Sequence[PersonaJudgeItem], max_retri
     return out
 
 
-__all__ = ["JUDGE", "WEIGHTS", "PersonaJudgeItem", "PersonaJudgeSettings", "PersonaVerdict", "judge_request",
-           "judge_responses", "score_judge_text", "score_verdict"]
+__all__ = ["JUDGE", "WEIGHTS", "PersonaJudgeItem", "PersonaJudgeSettings", "PersonaVerdict", "from_reward_item",
+           "judge_request", "judge_responses", "score_judge_text", "score_verdict"]

@@ -35,6 +35,7 @@ class RewardSpec:
     target: Any  # "module:function" or the function itself
     description: str
     needs_judge: bool  # True: target(engine, items, max_retries); False: a verl compute_score
+    item_adapter: Any = None  # judge rewards: "module:function" turning a RewardItem into the target's item
 
 
 REWARDS: Registry[RewardSpec] = Registry("reward")
@@ -97,7 +98,10 @@ for _spec in (
                needs_judge=False),
     RewardSpec("persona-judge", "mnemoray.rewards.persona_judge:judge_responses",
                "RoleMemo persona judge: LLM scores factual use 0.3, logic + persona fit 0.6, value/safety 0.1",
-               needs_judge=True),
+               needs_judge=True, item_adapter="mnemoray.rewards.persona_judge:from_reward_item"),
+    RewardSpec("keyword-count", "mnemoray.rewards.toy:compute_score",
+               "toy task: share of the reply's non-space characters that are in ground_truth (default 'e'); "
+               "a random model learns it in a few dozen steps", needs_judge=False),
     RewardSpec("custom", "mnemoray.rewards.registry:load_custom_reward",
                "a user's compute_score from 'path/to/file.py:function' (load it with the target)",
                needs_judge=False),

@@ -1,0 +1,114 @@
+"""GRPOConfig: a GRPO / ADRPO run, validated before any worker starts.
+
+It reuses the SFT blocks (model, optimizer, DeepSpeed, the Ray Train worker group) so
+the two training stages read alike; what is new is the environment (what a prompt is),
+the rollout engines, the reward pool and the algorithm's knobs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from mnemoray.config.base import StrictModel
+from mnemoray.config.rl import RewardPoolConfig
+from mnemoray.config.train import SFTDeepSpeed, SFTModel, SFTOptim, SFTRay
+from mnemoray.rl.environments.registry import ENVIRONMENTS
+
+
+class EnvironmentConfig(StrictModel):
+    name: Annotated[str, AfterValidator(ENVIRONMENTS.check)] = Field(
+        "prompts", description="an environment of mnemoray.rl.environments (what a prompt is)")
+    path: Path = Field(..., description="the environment's data: for 'prompts', a JSONL file or folder of them")
+    skip_invalid: bool = Field(False, description="skip malformed records (listed in events.jsonl) instead of stopping")
+    limit: int | None = Field(None, ge=1, description="use the first N prompts")
+
+
+class RolloutConfig(StrictModel):
+    engine: str = Field("hf", description="rollout sampler (mnemoray.rl.rollout.ROLLOUTS)")
+    engines: int = Field(1, ge=1, description="rollout engine actors; prompts are split across them")
+    cpus_per_engine: float = Field(0.5, gt=0)
+    gpus_per_engine: float = Field(0.0, ge=0)
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    n: int = Field(8, ge=2, description="responses per prompt (the group advantages are computed over)")
+    prompts_per_step: int = Field(2, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class AlgorithmConfig(StrictModel):
+    advantage_scale: Literal["std", "none"] = Field(
+        "std", description="std = GRPO (r - mean) / std; none = Dr.GRPO (r - mean)")
+    eps_low: float = Field(0.2, ge=0, lt=1)
+    eps_high: float | None = Field(0.28, ge=0, description="clip-higher; None = eps_low")
+    dual_clip: float | None = Field(None, gt=1)
+    kl_coef: float = Field(0.0, ge=0, description="> 0 keeps a frozen reference model on every policy worker")
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    entropy_coef: float = Field(0.0, ge=0)
+    epochs: int = Field(1, ge=1, description="passes over each rollout batch")
+    minibatches: int = Field(1, ge=1, description="optimizer steps per pass")
+    micro_batch_size: int = Field(8, ge=1, description="samples per forward pass on a worker")
+
+
+class GRPOSchedule(StrictModel):
+    steps: int = Field(30, ge=1, description="rollout + update steps")
+    save_every: int = Field(10, ge=1)
+    keep: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class GRPOConfig(StrictModel):
+    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="run name; rerun = resume")
+    out: Path = Field(Path("runs/grpo"), description="metrics.jsonl, report.md, plots and hf/ land in out/name")
+    storage_path: Path | None = Field(None, description="Ray Train storage; None = out/ray_storage")
+    model: SFTModel
+    environment: EnvironmentConfig
+    reward: RewardPoolConfig
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    optim: SFTOptim = Field(default_factory=lambda: SFTOptim(lr=1e-6, grad_clip=1.0))
+    deepspeed: SFTDeepSpeed = Field(default_factory=SFTDeepSpeed)
+    schedule: GRPOSchedule = Field(default_factory=GRPOSchedule)
+    ray: SFTRay = Field(default_factory=SFTRay)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GRPOConfig:
+        ds = self.deepspeed
+        if self.ray.accelerator == "cpu":
+            if self.ray.use_gpu:
+                raise ValueError("ray.use_gpu=true needs ray.accelerator=cuda")
+            if ds.dtype == "fp16":
+                raise ValueError("deepspeed.dtype=fp16 is not supported on CPU; use fp32 or bf16")
+        samples = self.rollout.prompts_per_step * self.rollout.n
+        split = self.algorithm.minibatches * self.ray.workers
+        if samples % split:
+            raise ValueError(
+                f"rollout.prompts_per_step x rollout.n = {samples} samples per step must split evenly into "
+                f"algorithm.minibatches x ray.workers = {split} parts")
+        return self
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.rollout.prompts_per_step * self.rollout.n
+
+    @property
+    def micro_batches(self) -> int:
+        """Forward passes per optimizer step on one worker (DeepSpeed's gradient accumulation)."""
+        per_worker = self.samples_per_step // (self.algorithm.minibatches * self.ray.workers)
+        return -(-per_worker // self.algorithm.micro_batch_size)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / self.name
+
+    @property
+    def storage(self) -> Path:
+        return (self.storage_path or self.out / "ray_storage").expanduser().resolve()
+
+    def resolve_model_path(self) -> str:
+        return self.model.resolve_path()

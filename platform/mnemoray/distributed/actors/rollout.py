@@ -1,0 +1,58 @@
+"""Rollout engines as Ray actors: a sampler (`mnemoray.rl.rollout`) that the policy
+workers push new weights to after every update."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ray
+
+from mnemoray.rl.rollout import PromptInput, SamplingSettings, build_sampler
+from mnemoray.rl.sequences import Rollout
+
+
+@ray.remote(max_restarts=-1, max_task_retries=2)
+class RolloutActor:
+    def __init__(self, engine: str, model_path: str, device: str, dtype: str, torch_threads: int | None):
+        import os
+
+        import torch
+
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.sampler = build_sampler(engine, model_path, device=device, dtype=dtype)
+
+    def load_weights(self, state: Mapping[str, Any], version: int) -> int:
+        return self.sampler.load_weights(state, version)
+
+    def version(self) -> int:
+        return self.sampler.version
+
+    def generate(self, prompts: Sequence[PromptInput], settings: SamplingSettings, seed: int) -> list[Rollout]:
+        return self.sampler.generate(prompts, settings, seed)
+
+
+def start_rollout_actors(count: int, engine: str, model_path: str, *, num_cpus: float, num_gpus: float,
+                         device: str, dtype: str, torch_threads: int | None = 1) -> list[Any]:
+    return [RolloutActor.options(num_cpus=num_cpus, num_gpus=num_gpus, name=None).remote(
+        engine, model_path, device, dtype, torch_threads) for _ in range(count)]
+
+
+def push_weights(actors: Sequence[Any], state: Mapping[str, Any], version: int) -> None:
+    """One copy of the weights into the object store, read by every engine."""
+    ref = ray.put(dict(state))
+    ray.get([a.load_weights.remote(ref, version) for a in actors])
+
+
+def generate_split(actors: Sequence[Any], prompts: Sequence[PromptInput], settings: SamplingSettings,
+                   seed: int) -> list[Rollout]:
+    """Prompts dealt round-robin over the engines; rollouts back in prompt order."""
+    parts = [list(prompts[i :: len(actors)]) for i in range(len(actors))]
+    calls = [a.generate.remote(p, settings, seed + 1000 * i) for i, (a, p) in enumerate(zip(actors, parts)) if p]
+    by_prompt: dict[str, list[Rollout]] = {}
+    for result in ray.get(calls):
+        for r in result:
+            by_prompt.setdefault(r.prompt_id, []).append(r)
+    return [r for p in prompts for r in sorted(by_prompt.get(p.id, []), key=lambda x: x.sample)]

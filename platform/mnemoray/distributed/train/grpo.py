@@ -1,0 +1,310 @@
+"""GRPO / ADRPO on Ray: policy workers on Ray Train, rollout engines and reward actors beside them.
+
+Roles (docs/ARCHITECTURE.md, "GRPO on Ray"):
+- policy workers: a Ray Train `TorchTrainer` worker group, one DeepSpeed engine each
+  (the SFT plumbing: engine, checkpoints, resume, restarts on failure, HF export);
+- rollout engines: `RolloutActor`s holding a sampler that receives new weights after
+  every update (one copy in the object store per update);
+- reward actors: a `RewardPool` computing rewards concurrently, retried, none lost;
+- the controller: rank 0's loop, which also owns the reward pool. Each step it pushes weights, asks the engines for n
+  responses per prompt and the pool for their rewards, and broadcasts them to every rank;
+  then each rank scores its share under the old and reference policies and updates.
+
+The driver creates the rollout engines, so they outlive a policy-worker restart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnemoray.config.grpo import GRPOConfig
+from mnemoray.distributed.actors.rollout import generate_split, push_weights, start_rollout_actors
+from mnemoray.distributed.train.sft import RayCheckpoints
+from mnemoray.rl.environments import ENVIRONMENTS, RLPrompt
+from mnemoray.rl.losses import GRPOLossConfig
+from mnemoray.rl.minibatches import epoch_permutation
+from mnemoray.rl.rollout import PromptInput, SamplingSettings
+
+STATE_KEY = "mnemoray_grpo"
+DS_TAG = "deepspeed"
+
+
+def step_prompts(prompts: list[RLPrompt], step: int, per_step: int, seed: int) -> list[tuple[str, RLPrompt]]:
+    """The prompts of a step (1-based): a seeded permutation per epoch over the prompt list,
+    read as one stream, so a resumed run (also at an epoch boundary) sees the same prompts.
+    Each gets a slot key unique within the step (the same prompt may come twice)."""
+    out = []
+    for j in range(per_step):
+        position = (step - 1) * per_step + j
+        epoch, index = divmod(position, len(prompts))
+        prompt = prompts[epoch_permutation(len(prompts), seed, epoch)[index]]
+        out.append((f"{j}:{prompt.id}", prompt))
+    return out
+
+
+def reward_items(slots: list[tuple[str, RLPrompt]], rollouts: list[Any]) -> list[Any]:
+    from mnemoray.rewards.items import RewardItem
+
+    by_slot = dict(slots)
+    return [RewardItem(id=r.id, data_source=by_slot[r.prompt_id].data_source, solution_str=r.text,
+                       ground_truth=by_slot[r.prompt_id].ground_truth,
+                       extra_info=dict(by_slot[r.prompt_id].extra_info or {})) for r in rollouts]
+
+
+def reward_record(results: list[Any]) -> dict[str, Any]:
+    """reward_mean / std, failures, and the mean of every numeric extra (reward components)."""
+    scores = [r.score for r in results]
+    record: dict[str, Any] = {
+        "reward_mean": statistics.fmean(scores) if scores else None,
+        "reward_std": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
+        "reward_failed": sum(r.failed for r in results),
+    }
+    components: dict[str, list[float]] = {}
+    for r in results:
+        for key, value in r.extras.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                components.setdefault(key, []).append(float(value))
+    for key, values in sorted(components.items()):
+        record[f"reward/{key}"] = statistics.fmean(values)
+    return record
+
+
+def _broadcast(value: Any, rank: int) -> Any:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _worker_entry(config: dict[str, Any]) -> None:
+    """Runs in every Ray Train worker."""
+    import ray
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mnemoray.rl.advantages import group_advantages
+    from mnemoray.rl.update import UpdatePlan, policy_update, score, worker_batch
+    from mnemoray.train.ds_config import deepspeed_config_for, lr_factor
+    from mnemoray.train.export import export_hf, full_state_dict
+    from mnemoray.train.loop import MetricsLog, build_ds_engine, engine_facts
+
+    cfg = GRPOConfig.model_validate(config["cfg"])
+    os.environ.setdefault("DS_ACCELERATOR", cfg.ray.accelerator)
+    if cfg.ray.torch_threads:
+        torch.set_num_threads(cfg.ray.torch_threads)
+    torch.manual_seed(cfg.schedule.seed)
+    io = RayCheckpoints()
+    rank, world = io.rank, io.world_size
+    model_path = config["model_path"]
+    prompts: list[RLPrompt] = ray.get(config["prompts"])
+    engines = config["rollout_actors"]
+    pool = reward_pool(cfg) if rank == 0 else None
+    alg, sched = cfg.algorithm, cfg.schedule
+    total_updates = sched.steps * alg.epochs * alg.minibatches
+    ds_conf = deepspeed_config_for(cfg.deepspeed, cfg.optim, alg.micro_batch_size, cfg.micro_batches, world)
+    opt = cfg.optim
+    engine = build_ds_engine(ds_conf, model_path, cfg.ray.accelerator, cfg.model.gradient_checkpointing,
+                             lambda s: lr_factor(s, total_updates, opt.warmup_steps, opt.min_lr_ratio))
+    reference = None
+    if alg.kl_coef > 0:
+        reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        reference.requires_grad_(False)
+    pad_id = AutoTokenizer.from_pretrained(model_path).pad_token_id or 0
+    state = {"step": 0}
+    with io.resume_dir() as ckpt:
+        if ckpt is not None:
+            _, client = engine.load_checkpoint(str(ckpt), tag=DS_TAG)
+            state = dict(client[STATE_KEY])
+    log = MetricsLog(cfg.run_dir, rank == 0, state["step"], engine=engine_facts(engine), world_size=world)
+    plan = UpdatePlan(
+        loss=GRPOLossConfig(eps_low=alg.eps_low, eps_high=alg.eps_high, dual_clip=alg.dual_clip,
+                            kl_coef=alg.kl_coef, kl_estimator=alg.kl_estimator, agg=alg.loss_agg),
+        entropy_coef=alg.entropy_coef, epochs=alg.epochs, minibatches=alg.minibatches,
+        micro_batch_size=alg.micro_batch_size)
+    settings = SamplingSettings(n=cfg.rollout.n, max_new_tokens=cfg.rollout.max_new_tokens,
+                                temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
+    fresh = state["step"] == 0
+    for step in range(state["step"] + 1, sched.steps + 1):
+        t_step = time.perf_counter()
+        timing: dict[str, float] = {}
+        # 1. the engines get the current weights (they start with the initial ones)
+        t0 = time.perf_counter()
+        if not (fresh and step == 1):
+            weights = full_state_dict(engine, cfg.deepspeed.zero_stage, rank)  # collective under ZeRO-3
+            if rank == 0:
+                push_weights(engines, weights, step - 1)
+            del weights
+        timing["sync_s"] = time.perf_counter() - t0
+        # 2. rollouts and rewards, on the controller (rank 0), then shared with every rank
+        payload = None
+        if rank == 0:
+            slots = step_prompts(prompts, step, cfg.rollout.prompts_per_step, sched.seed)
+            inputs = [PromptInput(key, tuple(p.messages)) for key, p in slots]
+            t0 = time.perf_counter()
+            rollouts = generate_split(engines, inputs, settings, seed=sched.seed * 1_000_003 + step)
+            timing["generate_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            scored = pool.score(reward_items(slots, rollouts))
+            timing["reward_s"] = time.perf_counter() - t0
+            results = [scored[r.id] for r in rollouts]
+            payload = (rollouts, [r.score for r in results], reward_record(results), timing)
+        rollouts, scores, rewards, shared_timing = _broadcast(payload, rank)
+        timing.update({k: v for k, v in shared_timing.items() if k not in timing})
+        # 3. advantages over each prompt's group; this rank's share of the samples
+        adv = group_advantages(scores, [r.prompt_id for r in rollouts],
+                               scale="std" if alg.advantage_scale == "std" else "none")
+        mine = list(range(rank, len(rollouts), world))
+        batch = worker_batch([rollouts[i] for i in mine], adv.advantages[mine].tolist(), None, pad_id)
+        t0 = time.perf_counter()
+        engine.eval()
+        batch.extras["old_logp"] = score(engine, batch, alg.micro_batch_size)
+        if reference is not None:
+            batch.extras["ref_logp"] = score(reference, batch, alg.micro_batch_size)
+        engine.train()
+        timing["ref_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics = policy_update(engine, batch, plan, seed=sched.seed * 7919 + step)
+        timing["update_s"] = time.perf_counter() - t0
+        # 4. one record per step, token-weighted over all ranks
+        keys = sorted(k for k in metrics if k not in ("tokens", "optimizer_steps"))
+        keys = _broadcast(keys, rank)
+        sums = _all_sum([metrics.get(k, 0.0) * metrics["tokens"] for k in keys] + [metrics["tokens"]])
+        tokens = sums[-1]
+        lengths = [len(r.response_ids) for r in rollouts]
+        record: dict[str, Any] = {"step": step, **rewards,
+                                  **{k: s / tokens for k, s in zip(keys, sums[:-1]) if tokens}}
+        record.update(response_len_mean=statistics.fmean(lengths),
+                      response_clipped_frac=sum(not r.finished for r in rollouts) / len(rollouts),
+                      zero_std_groups=adv.zero_variance_groups, groups=adv.groups, lr=engine.get_lr()[0])
+        timing["step_s"] = time.perf_counter() - t_step
+        record["timing"] = timing
+        final = step == sched.steps
+        if rank == 0:
+            log.log(record)
+        if step % sched.save_every == 0 or final:
+            tmp = Path(tempfile.mkdtemp(prefix=f"grpo-step{step}-"))
+            try:
+                engine.save_checkpoint(str(tmp), tag=DS_TAG, client_state={STATE_KEY: {"step": step}})
+                if final:
+                    export_hf(engine, cfg.deepspeed.zero_stage, rank, model_path, tmp / "hf")
+                io.save({"step": step, "reward_mean": record["reward_mean"]}, tmp, step)
+                log.event("checkpoint", step=step)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    log.event("finished", step=sched.steps)
+    if pool is not None:
+        pool.close()
+
+
+def reward_pool(cfg: GRPOConfig) -> Any:
+    """The controller's pool of reward actors (restarted with it if a policy worker dies)."""
+    from mnemoray.distributed.actors.reward_pool import RewardPool
+
+    return RewardPool.from_config(cfg.reward)
+
+
+@dataclass
+class GRPOResult:
+    run_dir: Path
+    export_dir: Path | None
+    checkpoint: str | None
+    metrics: dict[str, Any]
+    prompts: int
+    invalid_prompts: int
+    error: str | None = None
+
+
+def load_run_prompts(cfg: GRPOConfig) -> tuple[list[RLPrompt], list[Any]]:
+    env = cfg.environment
+    prompts, errors = ENVIRONMENTS.load(env.name)(env.path, skip_invalid=env.skip_invalid)
+    if env.limit is not None:
+        prompts = prompts[: env.limit]
+    if not prompts:
+        raise ValueError(f"{env.path}: no usable prompts")
+    return prompts, errors
+
+
+def trainer_for(cfg: GRPOConfig, config: dict[str, Any]) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": cfg.ray.cpus_per_worker} | ({"GPU": 1} if cfg.ray.use_gpu else {})
+    return TorchTrainer(
+        _worker_entry,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=cfg.name, storage_path=str(cfg.storage),
+                             failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.schedule.keep)),
+    )
+
+
+def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
+    """Train; metrics.jsonl, report.md, plots and the HF export land in out/name."""
+    import ray
+
+    from mnemoray.distributed.runtime import ray_session
+
+    prompts, errors = load_run_prompts(cfg)  # fails before Ray starts on a bad file
+    cfg = cfg.model_copy(update={"out": cfg.out.expanduser().resolve()})
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if errors:
+        (run_dir / "invalid_prompts.txt").write_text("".join(f"{e}\n" for e in errors))
+        log(f"skipped {len(errors)} invalid prompt records (listed in invalid_prompts.txt)")
+    with ray_session(cfg.ray):
+        model_path = str(Path(cfg.resolve_model_path()).expanduser().resolve())
+        ro = cfg.rollout
+        engines = start_rollout_actors(ro.engines, ro.engine, model_path, num_cpus=ro.cpus_per_engine,
+                                       num_gpus=ro.gpus_per_engine, device=ro.device, dtype=ro.dtype,
+                                       torch_threads=cfg.ray.torch_threads)
+        try:
+            config = {"cfg": cfg.model_dump(mode="json"), "model_path": model_path, "prompts": ray.put(prompts),
+                      "rollout_actors": engines}
+            result = trainer_for(cfg, config).fit()
+        finally:
+            for actor in engines:
+                ray.kill(actor)
+    export_dir = None
+    if result.checkpoint is not None:
+        with result.checkpoint.as_directory() as d:
+            if (Path(d) / "hf").is_dir():
+                export_dir = run_dir / "hf"
+                shutil.rmtree(export_dir, ignore_errors=True)
+                shutil.copytree(Path(d) / "hf", export_dir)
+    metrics_path = run_dir / "metrics.jsonl"
+    if metrics_path.exists():
+        write_report(cfg, metrics_path, run_dir)
+    error = repr(result.error) if result.error else None
+    return GRPOResult(run_dir, export_dir, result.checkpoint.path if result.checkpoint else None,
+                      dict(result.metrics or {}), len(prompts), len(errors), error)
+
+
+def write_report(cfg: GRPOConfig, metrics_path: Path, run_dir: Path) -> Path:
+    from mnemoray.rl.report import grpo_report
+
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    return grpo_report(cfg.name, records, run_dir)

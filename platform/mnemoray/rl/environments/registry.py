@@ -1,0 +1,29 @@
+"""The environment registry: what a GRPO prompt is and how it is read.
+
+An environment's target is `load(path, skip_invalid) -> (list[RLPrompt], errors)`; the
+prompts carry what the reward needs (ground truth, extra_info). Memory-construction
+environments (MemBuilder sessions, DualMem turns) register here next to "prompts".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mnemoray.registry import Registry
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    name: str
+    target: Any  # "module:function": load(path, skip_invalid) -> (prompts, errors)
+    description: str
+
+
+ENVIRONMENTS: Registry[EnvironmentSpec] = Registry("environment")
+
+ENVIRONMENTS.register(EnvironmentSpec(
+    "prompts", "mnemoray.rl.environments.prompts:load_prompts",
+    "chat prompts from JSONL or verl-style parquet: prompt, data_source, ground_truth, extra_info"))
+
+__all__ = ["ENVIRONMENTS", "EnvironmentSpec"]

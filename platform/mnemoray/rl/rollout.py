@@ -1,0 +1,124 @@
+"""Rollout samplers: n sampled responses per prompt, as token ids, from the current policy weights.
+
+A sampler is the model half of a rollout engine: `generate(prompts, n, ...)` and
+`load_weights(state_dict, version)`, so the policy workers can push each update to it.
+The `hf` sampler runs transformers' `generate` (CPU or one GPU); a vLLM sampler plugs
+into the same registry (`ROLLOUTS`) for GPU clusters. Sampling is seeded per call so a run
+is reproducible for a seed (on the same hardware and batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mnemoray.registry import Registry
+from mnemoray.rl.sequences import Rollout
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    n: int = 8  # responses per prompt (the GRPO group)
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    id: str
+    messages: tuple[Mapping[str, str], ...]
+
+
+class HFSampler:
+    """transformers `generate` with sampling; weights replaced in place by `load_weights`."""
+
+    name = "hf"
+
+    def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 64):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_path = model_path
+        self.device = device
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
+        self.model.eval()
+        self.version = 0
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
+
+    def load_weights(self, state: Mapping[str, Any], version: int) -> int:
+        """Copy a full state dict (names as the policy's `state_dict()`) into the model."""
+        missing, unexpected = self.model.load_state_dict(dict(state), strict=False)
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+        if missing or unexpected:
+            raise ValueError(
+                f"weights do not fit the rollout model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self.version = version
+        return version
+
+    def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True,
+                                                 tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
+
+    def generate(self, prompts: Sequence[PromptInput], settings: SamplingSettings, seed: int) -> list[Rollout]:
+        """settings.n rollouts per prompt, prompt by prompt in order, samples 0..n-1."""
+        import torch
+
+        encoded = [(p, self.prompt_ids(p.messages)) for p in prompts]
+        jobs = [(p, ids, s) for p, ids in encoded for s in range(settings.n)]
+        out: list[Rollout] = []
+        generator_seed = seed
+        for start in range(0, len(jobs), self.batch_size):
+            chunk = jobs[start : start + self.batch_size]
+            width = max(len(ids) for _, ids, _ in chunk)
+            pad = self.tokenizer.pad_token_id
+            input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids, _ in chunk], device=self.device)
+            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids, _ in chunk],
+                                     device=self.device)
+            torch.manual_seed(generator_seed)
+            generator_seed += 1
+            with torch.no_grad():
+                generated = self.model.generate(
+                    input_ids=input_ids, attention_mask=attention, do_sample=True,
+                    temperature=settings.temperature, top_p=settings.top_p, top_k=0,
+                    max_new_tokens=settings.max_new_tokens, pad_token_id=pad,
+                    eos_token_id=sorted(self.eos_ids),
+                )
+            for (prompt, ids, sample), row in zip(chunk, generated[:, width:].tolist()):
+                response, finished = [], False
+                for token in row:
+                    response.append(token)
+                    if token in self.eos_ids:
+                        finished = True
+                        break
+                text = self.tokenizer.decode(response, skip_special_tokens=True)
+                out.append(Rollout(prompt.id, sample, tuple(ids), tuple(response), text, finished))
+        return out
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    target: Any  # class with (model_path, device, dtype, ...) and generate / load_weights
+    description: str
+    requires: str | None = None
+
+
+ROLLOUTS: Registry[SamplerSpec] = Registry("rollout engine")
+ROLLOUTS.register(SamplerSpec("hf", "mnemoray.rl.rollout:HFSampler",
+                              "transformers generate with sampling (CPU or one GPU); weights pushed in place"))
+
+
+def build_sampler(name: str, model_path: str, **kwargs: Any) -> Any:
+    return ROLLOUTS.load(name)(model_path, **kwargs)
+
+
+__all__ = ["HFSampler", "PromptInput", "ROLLOUTS", "SamplerSpec", "SamplingSettings", "build_sampler"]

@@ -1,0 +1,86 @@
+"""RewardPool on real local Ray: a step's items spread over reward actors, one result per
+distinct id; an actor that dies mid-batch restarts and its batch is resent (nothing lost,
+nothing counted twice); a batch that keeps killing its actor is scored as failed after
+max_resubmits, and the other batches still score."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mnemoray.config.rl import RewardPoolConfig
+from mnemoray.rewards.items import RewardItem
+
+pytestmark = pytest.mark.integration
+
+
+def items(n: int) -> list[RewardItem]:
+    return [RewardItem(id=f"s{k}", data_source="t", solution_str="e" * (k % 4) + "x", ground_truth="e")
+            for k in range(n)]
+
+
+def pool_for(reward: str, **extra):
+    from mnemoray.distributed.actors.reward_pool import RewardPool
+
+    return RewardPool.from_config(RewardPoolConfig(reward=reward, num_actors=2, in_flight_per_actor=4,
+                                                   cpus_per_actor=0.1, **extra))
+
+
+def test_items_spread_over_actors_one_result_per_id(ray_local):
+    pool = pool_for("keyword-count")
+    try:
+        batch = items(30)
+        scored = pool.score(batch + batch[:5])  # a repeated id is scored once
+        assert sorted(scored) == sorted(i.id for i in batch)
+        assert all(scored[f"s{k}"].score == pytest.approx((k % 4) / (k % 4 + 1)) for k in range(30))
+        calls = [s["calls"] for s in pool.actor_stats()]
+        assert sum(calls) == 30 and all(c > 0 for c in calls)  # both actors worked
+        assert pool.stats.items == 30 and pool.stats.batches == 8 and pool.stats.resubmits == 0
+    finally:
+        pool.close()
+
+
+def test_an_actor_killed_mid_batch_restarts_and_its_batch_is_resent(ray_local, tmp_path: Path):
+    reward = tmp_path / "dies_once.py"
+    reward.write_text(
+        "import os\n"
+        f"MARK = {str(tmp_path / 'died')!r}\n"
+        "def compute_score(ds, s, gt, extra=None):\n"
+        "    if extra.get('die') and not os.path.exists(MARK):\n"
+        "        open(MARK, 'w').close()\n"
+        "        os._exit(1)\n"
+        "    return {'score': 1.0, 'pid': os.getpid()}\n")
+    pool = pool_for(f"{reward}:compute_score")
+    try:
+        batch = [RewardItem(id=f"k{k}", data_source="t", solution_str="x", extra_info={"die": k == 9})
+                 for k in range(20)]
+        scored = pool.score(batch)
+        assert sorted(scored) == sorted(i.id for i in batch)
+        assert all(r.score == 1.0 and not r.failed for r in scored.values())
+        assert (tmp_path / "died").exists() and pool.stats.resubmits == 1 and pool.stats.lost_batches == 0
+        again = pool.score(items(8))  # both actors (one of them restarted) keep serving
+        assert all(r.score == 1.0 for r in again.values()) and len({r.extras["pid"] for r in again.values()}) == 2
+    finally:
+        pool.close()
+
+
+def test_a_batch_that_always_kills_its_actor_fails_alone(ray_local, tmp_path: Path):
+    reward = tmp_path / "always_dies.py"
+    reward.write_text(
+        "import os\n"
+        "def compute_score(ds, s, gt, extra=None):\n"
+        "    if s == 'poison':\n        os._exit(1)\n"
+        "    return 1.0\n")
+    pool = pool_for(f"{reward}:compute_score", max_resubmits=1)
+    try:
+        batch = [RewardItem(id=f"p{k}", data_source="t", solution_str="poison" if k == 0 else "ok")
+                 for k in range(12)]
+        scored = pool.score(batch)
+        failed = sorted(i for i, r in scored.items() if r.failed)
+        assert failed == ["p0", "p1", "p2", "p3"]  # the poisoned item's batch of 4
+        assert "the actor died 2 times" in scored["p0"].error
+        assert all(scored[f"p{k}"].score == 1.0 for k in range(4, 12))
+        assert pool.stats.resubmits == 1 and pool.stats.lost_batches == 1 and pool.stats.failed == 4
+    finally:
+        pool.close()
