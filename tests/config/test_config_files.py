@@ -137,12 +137,15 @@ def test_config_registry_lists_every_registered_name_with_its_capabilities():
     from mnemoray.loaders.registry import DATASETS
     from mnemoray.memory.registry import FRAMEWORKS
     from mnemoray.rewards.registry import REWARDS
+    from mnemoray.rl.environments.registry import ENVIRONMENTS
+    from mnemoray.rl.rollout_registry import ROLLOUTS
 
     result = CliRunner().invoke(app, ["config", "registry"])
     assert result.exit_code == 0, result.output
     listed = {tuple(line.split()[:2]) for line in result.output.splitlines() if line.strip()}
     for kind, registry in (("engine", ENGINES), ("memory", FRAMEWORKS), ("dataset", DATASETS),
-                           ("evaluation", EVALUATIONS), ("reward", REWARDS)):
+                           ("evaluation", EVALUATIONS), ("reward", REWARDS), ("rl-env", ENVIRONMENTS),
+                           ("rollout", ROLLOUTS)):
         assert {(kind, n) for n in registry.names()} <= listed, kind
     assert "engine     hf           guided_json=True" in result.output
     assert "memory     dualmem      built_by_llm=True" in result.output

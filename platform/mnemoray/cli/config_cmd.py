@@ -45,6 +45,8 @@ def registry() -> None:
     from mnemoray.loaders.registry import DATASETS
     from mnemoray.memory.registry import FRAMEWORKS
     from mnemoray.rewards.registry import REWARDS
+    from mnemoray.rl.environments.registry import ENVIRONMENTS
+    from mnemoray.rl.rollout_registry import ROLLOUTS
 
     for spec in ENGINES:
         typer.echo(f"engine     {spec.name:<12} guided_json={spec.guided_json} loads_weights={spec.loads_weights} "
@@ -58,3 +60,7 @@ def registry() -> None:
         typer.echo(f"evaluation {spec.name:<14} engines={list(spec.roles)}")
     for spec in REWARDS:
         typer.echo(f"reward     {spec.name:<14} needs_judge={spec.needs_judge}  {spec.description}")
+    for spec in ENVIRONMENTS:
+        typer.echo(f"rl-env     {spec.name:<14} {spec.description}")
+    for spec in ROLLOUTS:
+        typer.echo(f"rollout    {spec.name:<14} {spec.description}")

@@ -16,6 +16,9 @@ from mnemoray.config.base import StrictModel
 from mnemoray.config.rl import RewardPoolConfig
 from mnemoray.config.train import SFTDeepSpeed, SFTModel, SFTOptim, SFTRay
 from mnemoray.rl.environments.registry import ENVIRONMENTS
+from mnemoray.rl.rollout_registry import ROLLOUTS
+
+Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 
 class EnvironmentConfig(StrictModel):
@@ -27,7 +30,8 @@ class EnvironmentConfig(StrictModel):
 
 
 class RolloutConfig(StrictModel):
-    engine: str = Field("hf", description="rollout sampler (mnemoray.rl.rollout.ROLLOUTS)")
+    engine: Annotated[str, AfterValidator(ROLLOUTS.check)] = Field(
+        "hf", description="rollout sampler (mnemoray.rl.rollout_registry.ROLLOUTS)")
     engines: int = Field(1, ge=1, description="rollout engine actors; prompts are split across them")
     cpus_per_engine: float = Field(0.5, gt=0)
     gpus_per_engine: float = Field(0.0, ge=0)
@@ -38,6 +42,16 @@ class RolloutConfig(StrictModel):
     max_new_tokens: int = Field(32, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
+    placement: Strategy = Field("PACK", description="placement group strategy of the rollout engines")
+
+
+class AttributionConfig(StrictModel):
+    """ADRPO: the samples of the memory type that served the correct answers get weight alpha."""
+
+    alpha: float = Field(4.0, ge=0)
+    boost_core: bool = Field(False, description="may core memory be the boosted type (MemBuilder: never)")
+    counts_key: str = Field("attribution_counts", description="reward extra: {memory type: items that served}")
+    type_key: str = Field("memory_type", description="prompt extra_info: the store a rollout writes")
 
 
 class AlgorithmConfig(StrictModel):
@@ -46,13 +60,17 @@ class AlgorithmConfig(StrictModel):
     eps_low: float = Field(0.2, ge=0, lt=1)
     eps_high: float | None = Field(0.28, ge=0, description="clip-higher; None = eps_low")
     dual_clip: float | None = Field(None, gt=1)
-    kl_coef: float = Field(0.0, ge=0, description="> 0 keeps a frozen reference model on every policy worker")
+    kl_coef: float = Field(0.0, ge=0, description="KL penalty weight; a frozen reference model sits on every worker")
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    log_kl: bool = Field(True, description="keep the reference even at kl_coef 0 to log the KL (one more forward)")
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
     entropy_coef: float = Field(0.0, ge=0)
     epochs: int = Field(1, ge=1, description="passes over each rollout batch")
     minibatches: int = Field(1, ge=1, description="optimizer steps per pass")
     micro_batch_size: int = Field(8, ge=1, description="samples per forward pass on a worker")
+    dynamic_sampling: bool = Field(False, description="swap zero-variance groups for freshly sampled ones (DAPO)")
+    max_refill_rounds: int = Field(2, ge=1, description="extra sampling rounds per step for dynamic sampling")
+    attribution: AttributionConfig | None = Field(None, description="ADRPO per-sample weights; None = all 1")
 
 
 class GRPOSchedule(StrictModel):
@@ -60,6 +78,10 @@ class GRPOSchedule(StrictModel):
     save_every: int = Field(10, ge=1)
     keep: int = Field(2, ge=1)
     seed: int = 0
+
+
+class GRPORay(SFTRay):
+    placement: Strategy = Field("PACK", description="placement strategy of the policy workers (Ray Train)")
 
 
 class GRPOConfig(StrictModel):
@@ -74,7 +96,7 @@ class GRPOConfig(StrictModel):
     optim: SFTOptim = Field(default_factory=lambda: SFTOptim(lr=1e-6, grad_clip=1.0))
     deepspeed: SFTDeepSpeed = Field(default_factory=SFTDeepSpeed)
     schedule: GRPOSchedule = Field(default_factory=GRPOSchedule)
-    ray: SFTRay = Field(default_factory=SFTRay)
+    ray: GRPORay = Field(default_factory=GRPORay)
 
     @model_validator(mode="after")
     def _consistent(self) -> GRPOConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from mnemoray.config.base import StrictModel
@@ -21,6 +23,8 @@ class RewardPoolConfig(StrictModel):
     max_retries: int = Field(1, ge=0, description="re-calls after a raise or a timeout")
     rate_limit_per_s: float | None = Field(None, gt=0, description="calls started per second per actor (judge APIs)")
     cpus_per_actor: float = Field(0.25, gt=0)
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "SPREAD", description="placement group strategy of the reward actors")
     max_resubmits: int = Field(3, ge=0, description="times a batch is resent after its reward actor died")
     engine: EngineConfig | None = Field(None, description="the judge engine of a reward that calls an LLM")
     judge_retries: int = Field(2, ge=0, description="re-asks after an invalid judge reply")

@@ -51,6 +51,7 @@ def grpo_report(name: str, records: list[dict[str, Any]], run_dir: Path) -> Path
 
     keys = ["reward_mean", "reward_std", "reward_failed", "kl", "entropy", "clip_frac_low", "clip_frac_high",
             "response_len_mean", "response_clipped_frac", "zero_std_groups"]
+    keys += sorted({k for r in records for k in r if k.startswith(("reward/", "dynamic/", "attribution/"))})
     lines = [f"# GRPO run `{name}`", "", f"{len(records)} steps logged.", "",
              f"| metric | first {len(head)} steps | last {len(tail)} steps |", "| --- | ---: | ---: |"]
     for key in keys:

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mnemoray.registry import Registry
 from mnemoray.rl.sequences import Rollout
 
 
@@ -104,21 +103,4 @@ class HFSampler:
         return out
 
 
-@dataclass(frozen=True)
-class SamplerSpec:
-    name: str
-    target: Any  # class with (model_path, device, dtype, ...) and generate / load_weights
-    description: str
-    requires: str | None = None
-
-
-ROLLOUTS: Registry[SamplerSpec] = Registry("rollout engine")
-ROLLOUTS.register(SamplerSpec("hf", "mnemoray.rl.rollout:HFSampler",
-                              "transformers generate with sampling (CPU or one GPU); weights pushed in place"))
-
-
-def build_sampler(name: str, model_path: str, **kwargs: Any) -> Any:
-    return ROLLOUTS.load(name)(model_path, **kwargs)
-
-
-__all__ = ["HFSampler", "PromptInput", "ROLLOUTS", "SamplerSpec", "SamplingSettings", "build_sampler"]
+__all__ = ["HFSampler", "PromptInput", "SamplingSettings"]

@@ -49,7 +49,7 @@ def test_toy_task_reward_rises_and_the_run_exports_and_resumes(ray_local, tmp_pa
     first, last = statistics.fmean(rewards[:5]), statistics.fmean(rewards[-5:])
     assert last > first + 0.15, rewards
     for r in records:  # every step reports what the issue asks for
-        assert {"reward_std", "kl" if cfg.algorithm.kl_coef else "approx_kl", "clip_frac_low", "clip_frac_high",
+        assert {"reward_std", "kl", "approx_kl", "clip_frac_low", "clip_frac_high",
                 "entropy", "response_len_mean", "response_clipped_frac", "zero_std_groups"} <= r.keys()
         assert set(r["timing"]) == {"generate_s", "reward_s", "ref_s", "update_s", "sync_s", "step_s"}
         assert r["reward_failed"] == 0
@@ -105,10 +105,17 @@ def test_custom_reward_function_from_a_file(ray_local, tmp_path: Path, tiny_cach
         "import asyncio\n"
         "async def compute_score(data_source, solution_str, ground_truth, extra_info=None):\n"
         "    await asyncio.sleep(0)\n"
-        "    return {'score': float(len(solution_str) > 10), 'length': len(solution_str)}\n")
-    cfg = _cfg(tmp_path, tiny_cache, "custom", "schedule.steps=2", f"reward.reward={reward}:compute_score")
+        "    return {'score': float(len(solution_str) > 10), 'length': len(solution_str),\n"
+        "            'attribution_counts': {'episodic': 1}}\n")
+    cfg = _cfg(tmp_path, tiny_cache, "custom", "schedule.steps=2", f"reward.reward={reward}:compute_score",
+               "algorithm.dynamic_sampling=true", "algorithm.attribution={alpha: 2.0}")
     result = run_grpo(cfg)
     assert result.error is None, result.error
     records = _records(result.run_dir)
     assert [r["step"] for r in records] == [1, 2]
-    assert all(r["reward_failed"] == 0 and r["reward/length"] > 0 for r in records)
+    for r in records:
+        assert r["reward_failed"] == 0 and r["reward/length"] > 0
+        # a (mostly) flat binary reward: refill rounds ran, the batch kept its 2 groups of 8
+        assert 0 <= r["dynamic/rounds"] <= 2 and r["groups"] == 2
+        assert r["dynamic/dropped"] == r["dynamic/refilled"] + r["dynamic/shortfall"]
+        assert r["attribution/episodic"] == 16 and r["attribution/boosted"] == 16

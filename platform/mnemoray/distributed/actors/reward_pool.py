@@ -17,6 +17,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from mnemoray.config.rl import RewardPoolConfig
+from mnemoray.distributed.placement import bundle, current_node, in_bundle, release, reserve
 from mnemoray.rewards.items import RewardItem, RewardScorer
 from mnemoray.rewards.scoring import RewardResult, failure
 
@@ -40,6 +41,9 @@ class RewardActor:
     def stats(self) -> dict[str, int]:
         return asdict(self.scorer.stats)
 
+    def node(self) -> str:
+        return current_node()
+
     def pid(self) -> int:
         import os
 
@@ -56,17 +60,20 @@ class PoolStats:
 
 
 class RewardPool:
-    def __init__(self, actors: Sequence[Any], batch_size: int, max_resubmits: int = 3):
+    def __init__(self, actors: Sequence[Any], batch_size: int, max_resubmits: int = 3, group: Any = None):
         if not actors:
             raise ValueError("a reward pool needs at least one actor")
         self.actors, self.batch_size, self.max_resubmits = list(actors), batch_size, max_resubmits
+        self.group = group  # the placement group the actors live in, released by close()
         self.stats = PoolStats()
 
     @classmethod
     def from_config(cls, cfg: RewardPoolConfig) -> RewardPool:
-        actor = RewardActor.options(num_cpus=cfg.cpus_per_actor)
-        actors = [actor.remote(cfg.model_dump(mode="json")) for _ in range(cfg.num_actors)]
-        return cls(actors, batch_size=cfg.in_flight_per_actor, max_resubmits=cfg.max_resubmits)
+        group = reserve(cfg.num_actors, bundle(cfg.cpus_per_actor), cfg.placement, "mnemoray-reward")
+        payload = cfg.model_dump(mode="json")
+        actors = [RewardActor.options(num_cpus=cfg.cpus_per_actor, **in_bundle(group, i)).remote(payload)
+                  for i in range(cfg.num_actors)]
+        return cls(actors, batch_size=cfg.in_flight_per_actor, max_resubmits=cfg.max_resubmits, group=group)
 
     def score(self, items: Sequence[RewardItem]) -> dict[str, RewardResult]:
         """A result for every distinct item id (a repeated id is scored once)."""
@@ -109,9 +116,14 @@ class RewardPool:
     def actor_stats(self) -> list[dict[str, int]]:
         return ray.get([a.stats.remote() for a in self.actors])
 
+    def nodes(self) -> list[str]:
+        return ray.get([a.node.remote() for a in self.actors])
+
     def close(self) -> None:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
+        release(self.group)
+        self.group = None
 
 
 __all__ = ["PoolStats", "RewardActor", "RewardPool"]

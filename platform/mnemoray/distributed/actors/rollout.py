@@ -8,7 +8,9 @@ from typing import Any
 
 import ray
 
-from mnemoray.rl.rollout import PromptInput, SamplingSettings, build_sampler
+from mnemoray.distributed.placement import Strategy, bundle, current_node, in_bundle, reserve
+from mnemoray.rl.rollout import PromptInput, SamplingSettings
+from mnemoray.rl.rollout_registry import build_sampler
 from mnemoray.rl.sequences import Rollout
 
 
@@ -30,14 +32,21 @@ class RolloutActor:
     def version(self) -> int:
         return self.sampler.version
 
+    def node(self) -> str:
+        return current_node()
+
     def generate(self, prompts: Sequence[PromptInput], settings: SamplingSettings, seed: int) -> list[Rollout]:
         return self.sampler.generate(prompts, settings, seed)
 
 
 def start_rollout_actors(count: int, engine: str, model_path: str, *, num_cpus: float, num_gpus: float,
-                         device: str, dtype: str, torch_threads: int | None = 1) -> list[Any]:
-    return [RolloutActor.options(num_cpus=num_cpus, num_gpus=num_gpus, name=None).remote(
-        engine, model_path, device, dtype, torch_threads) for _ in range(count)]
+                         device: str, dtype: str, torch_threads: int | None = 1,
+                         strategy: Strategy = "PACK") -> tuple[list[Any], Any]:
+    """`count` engines in one placement group (returned, to release when done)."""
+    group = reserve(count, bundle(num_cpus, num_gpus), strategy, "mnemoray-rollout")
+    actors = [RolloutActor.options(num_cpus=num_cpus, num_gpus=num_gpus, **in_bundle(group, i)).remote(
+        engine, model_path, device, dtype, torch_threads) for i in range(count)]
+    return actors, group
 
 
 def push_weights(actors: Sequence[Any], state: Mapping[str, Any], version: int) -> None:

@@ -15,6 +15,7 @@ The driver creates the rollout engines, so they outlive a policy-worker restart.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,12 +23,14 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnemoray.config.grpo import GRPOConfig
 from mnemoray.distributed.actors.rollout import generate_split, push_weights, start_rollout_actors
+from mnemoray.distributed.placement import current_node, release
 from mnemoray.distributed.train.sft import RayCheckpoints
 from mnemoray.rl.environments import ENVIRONMENTS, RLPrompt
 from mnemoray.rl.losses import GRPOLossConfig
@@ -78,6 +81,67 @@ def reward_record(results: list[Any]) -> dict[str, Any]:
     return record
 
 
+def sample_and_score(engines: list[Any], pool: Any, settings: SamplingSettings, timing: dict[str, float],
+                     slots: list[tuple[str, RLPrompt]], seed: int) -> tuple[list[Any], list[Any]]:
+    """n rollouts per slot from the engines, then their rewards from the pool (times added up)."""
+    inputs = [PromptInput(key, tuple(p.messages)) for key, p in slots]
+    t0 = time.perf_counter()
+    rollouts = generate_split(engines, inputs, settings, seed=seed)
+    timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scored = pool.score(reward_items(slots, rollouts))
+    timing["reward_s"] = timing.get("reward_s", 0.0) + time.perf_counter() - t0
+    return rollouts, [scored[r.id] for r in rollouts]
+
+
+def collect_step(cfg: GRPOConfig, prompts: list[RLPrompt], step: int,
+                 sample: Callable[[list[tuple[str, RLPrompt]], int], tuple[list[Any], list[Any]]]
+                 ) -> tuple[list[Any], list[float], list[float], dict[str, Any]]:
+    """The controller's part of a step: rollouts, rewards, dynamic sampling, ADRPO weights.
+
+    `sample(slots, seed)` returns n rollouts per slot (grouped, in slot order) and their
+    RewardResults. Returns (rollouts, scores, weights, reward record), the same on a resumed
+    run: every sampling round draws its prompts and seed from (step, round).
+    """
+    from mnemoray.rl.advantages import drop_and_refill
+    from mnemoray.rl.step_batch import AttributionSettings, keep_batch_size, sample_attribution
+
+    alg, seed, per_step, n = cfg.algorithm, cfg.schedule.seed, cfg.rollout.prompts_per_step, cfg.rollout.n
+    slots = step_prompts(prompts, step, per_step, seed)
+    slot_prompts = dict(slots)
+    rollouts, results = sample(slots, seed * 1_000_003 + step)
+    record = reward_record(results)  # the policy's reward on the step's own prompts
+    if alg.dynamic_sampling:
+        batch_scores, extra_rollouts, extra_results, rounds = [r.score for r in results], [], [], 0
+        refill = drop_and_refill(batch_scores, [], n)
+        while refill.shortfall and rounds < alg.max_refill_rounds:
+            rounds += 1
+            fresh = step_prompts(prompts, step, per_step, seed + 104_729 * rounds)  # another draw per round
+            extra = [(f"r{rounds}.{key}", p) for key, p in fresh]
+            slot_prompts.update(extra)
+            more, more_results = sample(extra, seed * 1_000_003 + step + 7_919 * rounds)
+            extra_rollouts += more
+            extra_results += more_results
+            refill = drop_and_refill(batch_scores, [r.score for r in extra_results], n)
+        chosen = keep_batch_size(refill, per_step, n)
+        rollouts, results = [(rollouts + extra_rollouts)[i] for i in chosen], [(results + extra_results)[i]
+                                                                                for i in chosen]
+        record.update({"dynamic/dropped": refill.dropped, "dynamic/refilled": refill.refilled,
+                       "dynamic/shortfall": refill.shortfall, "dynamic/rounds": rounds})
+    weights = [1.0] * len(rollouts)
+    if alg.attribution is not None:
+        a = alg.attribution
+        attribution, invalid = sample_attribution(
+            [r.extras for r in results], [slot_prompts[r.prompt_id].extra_info for r in rollouts],
+            AttributionSettings(a.alpha, a.boost_core, a.counts_key, a.type_key))
+        weights = attribution.weights
+        record.update({f"attribution/{kind}": count for kind, count in attribution.totals.items()})
+        record["attribution/dominant"] = attribution.dominant
+        record["attribution/boosted"] = sum(w != 1.0 for w in weights)
+        record["attribution/invalid"] = invalid
+    return rollouts, [r.score for r in results], weights, record
+
+
 def _broadcast(value: Any, rank: int) -> Any:
     import torch.distributed as dist
 
@@ -86,6 +150,16 @@ def _broadcast(value: Any, rank: int) -> Any:
     box = [value if rank == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def _gather(value: Any) -> list[Any]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
 
 
 def _all_sum(values: list[float]) -> list[float]:
@@ -128,7 +202,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
     engine = build_ds_engine(ds_conf, model_path, cfg.ray.accelerator, cfg.model.gradient_checkpointing,
                              lambda s: lr_factor(s, total_updates, opt.warmup_steps, opt.min_lr_ratio))
     reference = None
-    if alg.kl_coef > 0:
+    if alg.kl_coef > 0 or alg.log_kl:
         reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
         reference.requires_grad_(False)
     pad_id = AutoTokenizer.from_pretrained(model_path).pad_token_id or 0
@@ -138,6 +212,10 @@ def _worker_entry(config: dict[str, Any]) -> None:
             _, client = engine.load_checkpoint(str(ckpt), tag=DS_TAG)
             state = dict(client[STATE_KEY])
     log = MetricsLog(cfg.run_dir, rank == 0, state["step"], engine=engine_facts(engine), world_size=world)
+    policy_nodes = _gather(current_node())
+    if rank == 0:
+        log.event("placement", policy=policy_nodes, rollout=ray.get([e.node.remote() for e in engines]),
+                  reward=pool.nodes())
     plan = UpdatePlan(
         loss=GRPOLossConfig(eps_low=alg.eps_low, eps_high=alg.eps_high, dual_clip=alg.dual_clip,
                             kl_coef=alg.kl_coef, kl_estimator=alg.kl_estimator, agg=alg.loss_agg),
@@ -160,23 +238,16 @@ def _worker_entry(config: dict[str, Any]) -> None:
         # 2. rollouts and rewards, on the controller (rank 0), then shared with every rank
         payload = None
         if rank == 0:
-            slots = step_prompts(prompts, step, cfg.rollout.prompts_per_step, sched.seed)
-            inputs = [PromptInput(key, tuple(p.messages)) for key, p in slots]
-            t0 = time.perf_counter()
-            rollouts = generate_split(engines, inputs, settings, seed=sched.seed * 1_000_003 + step)
-            timing["generate_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            scored = pool.score(reward_items(slots, rollouts))
-            timing["reward_s"] = time.perf_counter() - t0
-            results = [scored[r.id] for r in rollouts]
-            payload = (rollouts, [r.score for r in results], reward_record(results), timing)
-        rollouts, scores, rewards, shared_timing = _broadcast(payload, rank)
+            sample = functools.partial(sample_and_score, engines, pool, settings, timing)
+            payload = (*collect_step(cfg, prompts, step, sample), timing)
+        rollouts, scores, weights, rewards, shared_timing = _broadcast(payload, rank)
         timing.update({k: v for k, v in shared_timing.items() if k not in timing})
         # 3. advantages over each prompt's group; this rank's share of the samples
         adv = group_advantages(scores, [r.prompt_id for r in rollouts],
                                scale="std" if alg.advantage_scale == "std" else "none")
         mine = list(range(rank, len(rollouts), world))
-        batch = worker_batch([rollouts[i] for i in mine], adv.advantages[mine].tolist(), None, pad_id)
+        batch = worker_batch([rollouts[i] for i in mine], adv.advantages[mine].tolist(), [weights[i] for i in mine],
+                             pad_id)
         t0 = time.perf_counter()
         engine.eval()
         batch.extras["old_logp"] = score(engine, batch, alg.micro_batch_size)
@@ -255,7 +326,7 @@ def trainer_for(cfg: GRPOConfig, config: dict[str, Any]) -> Any:
         _worker_entry,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=cfg.ray.workers, use_gpu=cfg.ray.use_gpu,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=resources, placement_strategy=cfg.ray.placement),
         run_config=RunConfig(name=cfg.name, storage_path=str(cfg.storage),
                              failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.schedule.keep)),
@@ -278,9 +349,9 @@ def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
     with ray_session(cfg.ray):
         model_path = str(Path(cfg.resolve_model_path()).expanduser().resolve())
         ro = cfg.rollout
-        engines = start_rollout_actors(ro.engines, ro.engine, model_path, num_cpus=ro.cpus_per_engine,
-                                       num_gpus=ro.gpus_per_engine, device=ro.device, dtype=ro.dtype,
-                                       torch_threads=cfg.ray.torch_threads)
+        engines, engine_group = start_rollout_actors(
+            ro.engines, ro.engine, model_path, num_cpus=ro.cpus_per_engine, num_gpus=ro.gpus_per_engine,
+            device=ro.device, dtype=ro.dtype, torch_threads=cfg.ray.torch_threads, strategy=ro.placement)
         try:
             config = {"cfg": cfg.model_dump(mode="json"), "model_path": model_path, "prompts": ray.put(prompts),
                       "rollout_actors": engines}
@@ -288,6 +359,7 @@ def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
         finally:
             for actor in engines:
                 ray.kill(actor)
+            release(engine_group)
     export_dir = None
     if result.checkpoint is not None:
         with result.checkpoint.as_directory() as d:

@@ -1,0 +1,33 @@
+"""The rollout-engine registry: which sampler a GRPO rollout actor runs (no torch at import).
+
+A sampler is a class built as `cls(model_path, device=..., dtype=...)` with
+`generate(prompts, settings, seed) -> list[Rollout]` (n per prompt, grouped, in prompt
+order) and `load_weights(state_dict, version)`; see `rl/rollout.py:HFSampler`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mnemoray.registry import Registry
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    target: Any  # "module:Class" or the class
+    description: str
+    requires: str | None = None  # the optional package it needs
+
+
+ROLLOUTS: Registry[SamplerSpec] = Registry("rollout engine")
+ROLLOUTS.register(SamplerSpec("hf", "mnemoray.rl.rollout:HFSampler",
+                              "transformers generate with sampling (CPU or one GPU); weights pushed in place"))
+
+
+def build_sampler(name: str, model_path: str, **kwargs: Any) -> Any:
+    return ROLLOUTS.load(name)(model_path, **kwargs)
+
+
+__all__ = ["ROLLOUTS", "SamplerSpec", "build_sampler"]
