@@ -49,3 +49,19 @@ def test_demo_data_and_convert_to_llamafactory(tmp_path: Path):
     assert len(json.loads((tmp_path / "lf" / "mnemoray_sft.json").read_text())) == 5
     res = runner.invoke(app, ["train", "convert", str(data), "--out", str(tmp_path / "lf"), "--format", "csv"])
     assert res.exit_code == 2 and "unknown --format 'csv'" in res.output
+
+
+def test_grpo_bad_input_is_a_one_line_error_before_ray_starts(tmp_path: Path):
+    import ray
+
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"id": "a", "prompt": "fine"}\n{"id": "b", "prompt": [{"role": "robot", "content": "x"}]}\n')
+    base = ["train", "grpo", "--config", "configs/train/grpo_local.yaml", "--out", str(tmp_path)]
+    res = runner.invoke(app, [*base, f"environment.path={bad}"])
+    assert res.exit_code == 2, res.output
+    assert f"{bad}: record line 2: field 'prompt.0.role'" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, [*base, "--reward-fn", str(tmp_path / "missing.py:compute_score")])
+    assert res.exit_code == 2 and "reward.reward" in res.output and "missing.py does not exist" in res.output
+    res = runner.invoke(app, [*base, "rollout.n=3", "rollout.prompts_per_step=1"])  # 3 samples, 2 workers
+    assert res.exit_code == 2 and "must split evenly" in res.output
+    assert not ray.is_initialized()
