@@ -14,6 +14,10 @@ from mnemoray.rl.rollout_registry import build_sampler
 from mnemoray.rl.sequences import Rollout
 
 
+class StaleWeights(RuntimeError):
+    """A rollout engine asked for rollouts of a weight version it does not hold."""
+
+
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class RolloutActor:
     def __init__(self, engine: str, model_path: str, device: str, dtype: str, torch_threads: int | None):
@@ -35,7 +39,17 @@ class RolloutActor:
     def node(self) -> str:
         return current_node()
 
-    def generate(self, prompts: Sequence[PromptInput], settings: SamplingSettings, seed: int) -> list[Rollout]:
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def generate(self, prompts: Sequence[PromptInput], settings: SamplingSettings, seed: int,
+                 version: int | None = None) -> list[Rollout]:
+        """Rollouts from the weights of `version`; StaleWeights if this engine holds others
+        (it restarted with the initial weights after a crash)."""
+        if version is not None and self.sampler.version != version:
+            raise StaleWeights(f"engine holds weights v{self.sampler.version}, the step needs v{version}")
         return self.sampler.generate(prompts, settings, seed)
 
 
@@ -49,19 +63,34 @@ def start_rollout_actors(count: int, engine: str, model_path: str, *, num_cpus: 
     return actors, group
 
 
-def push_weights(actors: Sequence[Any], state: Mapping[str, Any], version: int) -> None:
-    """One copy of the weights into the object store, read by every engine."""
+def push_weights(actors: Sequence[Any], state: Mapping[str, Any], version: int) -> Any:
+    """One copy of the weights into the object store, read by every engine; returns its ref
+    (keep it to re-sync an engine that restarts)."""
     ref = ray.put(dict(state))
     ray.get([a.load_weights.remote(ref, version) for a in actors])
+    return ref
 
 
 def generate_split(actors: Sequence[Any], prompts: Sequence[PromptInput], settings: SamplingSettings,
-                   seed: int) -> list[Rollout]:
-    """Prompts dealt round-robin over the engines; rollouts back in prompt order."""
+                   seed: int, version: int = 0, weights: Any = None) -> list[Rollout]:
+    """Prompts dealt round-robin over the engines; rollouts back in prompt order.
+
+    An engine that restarted since the last push (it holds the initial weights) gets
+    `weights` (the ref `push_weights` returned; None = the initial weights, version 0)
+    again and its share is sampled again, so no rollout comes from a stale policy.
+    """
     parts = [list(prompts[i :: len(actors)]) for i in range(len(actors))]
-    calls = [a.generate.remote(p, settings, seed + 1000 * i) for i, (a, p) in enumerate(zip(actors, parts)) if p]
     by_prompt: dict[str, list[Rollout]] = {}
-    for result in ray.get(calls):
+    calls = {i: a.generate.remote(p, settings, seed + 1000 * i, version)
+             for i, (a, p) in enumerate(zip(actors, parts)) if p}
+    for i, call in calls.items():
+        try:
+            result = ray.get(call)
+        except ray.exceptions.RayTaskError as err:
+            if not isinstance(err.cause, StaleWeights) or weights is None:
+                raise
+            ray.get(actors[i].load_weights.remote(weights, version))
+            result = ray.get(actors[i].generate.remote(parts[i], settings, seed + 1000 * i, version))
         for r in result:
             by_prompt.setdefault(r.prompt_id, []).append(r)
     return [r for p in prompts for r in sorted(by_prompt.get(p.id, []), key=lambda x: x.sample)]

@@ -82,11 +82,13 @@ def reward_record(results: list[Any]) -> dict[str, Any]:
 
 
 def sample_and_score(engines: list[Any], pool: Any, settings: SamplingSettings, timing: dict[str, float],
-                     slots: list[tuple[str, RLPrompt]], seed: int) -> tuple[list[Any], list[Any]]:
-    """n rollouts per slot from the engines, then their rewards from the pool (times added up)."""
+                     version: int, synced: Any, slots: list[tuple[str, RLPrompt]],
+                     seed: int) -> tuple[list[Any], list[Any]]:
+    """n rollouts per slot from the engines (at weight `version`), then their rewards from the
+    pool (times added up)."""
     inputs = [PromptInput(key, tuple(p.messages)) for key, p in slots]
     t0 = time.perf_counter()
-    rollouts = generate_split(engines, inputs, settings, seed=seed)
+    rollouts = generate_split(engines, inputs, settings, seed=seed, version=version, weights=synced)
     timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t0
     t0 = time.perf_counter()
     scored = pool.score(reward_items(slots, rollouts))
@@ -223,31 +225,30 @@ def _worker_entry(config: dict[str, Any]) -> None:
         micro_batch_size=alg.micro_batch_size)
     settings = SamplingSettings(n=cfg.rollout.n, max_new_tokens=cfg.rollout.max_new_tokens,
                                 temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
-    fresh = state["step"] == 0
     for step in range(state["step"] + 1, sched.steps + 1):
         t_step = time.perf_counter()
         timing: dict[str, float] = {}
-        # 1. the engines get the current weights (they start with the initial ones)
+        # 1. the engines get the current weights, every step: also the first one of a restarted
+        #    loop, since the engines outlive the policy workers and may hold a crashed run's
         t0 = time.perf_counter()
-        if not (fresh and step == 1):
-            weights = full_state_dict(engine, cfg.deepspeed.zero_stage, rank)  # collective under ZeRO-3
-            if rank == 0:
-                push_weights(engines, weights, step - 1)
-            del weights
+        state_dict = full_state_dict(engine, cfg.deepspeed.zero_stage, rank)  # collective under ZeRO-3
+        synced = push_weights(engines, state_dict, step - 1) if rank == 0 else None
+        del state_dict
         timing["sync_s"] = time.perf_counter() - t0
         # 2. rollouts and rewards, on the controller (rank 0), then shared with every rank
         payload = None
         if rank == 0:
-            sample = functools.partial(sample_and_score, engines, pool, settings, timing)
+            sample = functools.partial(sample_and_score, engines, pool, settings, timing, step - 1, synced)
             payload = (*collect_step(cfg, prompts, step, sample), timing)
-        rollouts, scores, weights, rewards, shared_timing = _broadcast(payload, rank)
+        del synced
+        rollouts, scores, sample_weights, rewards, shared_timing = _broadcast(payload, rank)
         timing.update({k: v for k, v in shared_timing.items() if k not in timing})
         # 3. advantages over each prompt's group; this rank's share of the samples
         adv = group_advantages(scores, [r.prompt_id for r in rollouts],
                                scale="std" if alg.advantage_scale == "std" else "none")
         mine = list(range(rank, len(rollouts), world))
-        batch = worker_batch([rollouts[i] for i in mine], adv.advantages[mine].tolist(), [weights[i] for i in mine],
-                             pad_id)
+        batch = worker_batch([rollouts[i] for i in mine], adv.advantages[mine].tolist(),
+                             [sample_weights[i] for i in mine], pad_id)
         t0 = time.perf_counter()
         engine.eval()
         batch.extras["old_logp"] = score(engine, batch, alg.micro_batch_size)
