@@ -10,10 +10,10 @@ import yaml
 
 from mnemoray.config import ConfigError, RetrievalEvalConfig, load_config
 from mnemoray.config.base import BASE_KEY, read_config_file
-from mnemoray.config.files import KINDS, check_file, kind_of
+from mnemoray.config.files import KINDS, check_file, is_foreign, kind_of
 from repo_paths import REPO
 
-CONFIG_FILES = sorted((REPO / "configs").rglob("*.yaml"))
+CONFIG_FILES = sorted(p for p in (REPO / "configs").rglob("*.yaml") if not is_foreign(p))
 SERVE_FILES = sorted((REPO / "serve").glob("*.yaml"))
 
 
@@ -149,3 +149,9 @@ def test_config_registry_lists_every_registered_name_with_its_capabilities():
         assert {(kind, n) for n in registry.names()} <= listed, kind
     assert "engine     hf           guided_json=True" in result.output
     assert "memory     dualmem      built_by_llm=True" in result.output
+
+
+def test_foreign_configs_are_listed_not_validated():
+    verl = REPO / "configs/verl/grpo_membuilder.yaml"
+    assert is_foreign(verl) and check_file(verl).kind == "foreign" and check_file(verl).ok
+    assert not is_foreign(REPO / "configs/train/grpo_local.yaml")

@@ -53,16 +53,30 @@ LAYOUT: list[tuple[str, str]] = [
     ("train/sft_*.yaml", "train-sft"),
     ("train/grpo_*.yaml", "train-grpo"),
 ]
+# files under configs/ that are another tool's configs (checked by that tool's lane, not here)
+FOREIGN = [("verl/*.yaml", "verl Hydra overrides for verl.trainer.main_ppo (docs/verl.md, scripts/test_verl_lane.sh)")]
 ENGINE_FIELDS = ("llm", "answerer", "judge", "responder")
+
+
+def inner_path(path: str | Path) -> str | None:
+    """The path below the last `configs/` folder, or None when the file is not under one."""
+    parts = Path(path).parts
+    if "configs" not in parts:
+        return None
+    return "/".join(parts[len(parts) - parts[::-1].index("configs"):])
 
 
 def kind_of(path: str | Path) -> str | None:
     """The kind of a file by where it sits under a `configs/` folder, or None."""
-    parts = Path(path).parts
-    if "configs" not in parts:
+    inner = inner_path(path)
+    if inner is None:
         return None
-    inner = "/".join(parts[len(parts) - parts[::-1].index("configs"):])
     return next((kind for pattern, kind in LAYOUT if fnmatch.fnmatch(inner, pattern)), None)
+
+
+def is_foreign(path: str | Path) -> bool:
+    inner = inner_path(path)
+    return inner is not None and any(fnmatch.fnmatch(inner, pattern) for pattern, _ in FOREIGN)
 
 
 @dataclass
@@ -80,6 +94,8 @@ def check_file(path: str | Path, kind: str | None = None, root: Path | None = No
     """Validate one file as `kind` (default: by its place under configs/); `root` resolves the
     engine-config paths it names (default: the working directory, as the jobs do)."""
     path = Path(path)
+    if kind is None and is_foreign(path):
+        return FileCheck(path, "foreign", [])  # another tool's file: nothing for mnemoray to validate
     kind = kind or kind_of(path)
     if kind is None:
         return FileCheck(path, None, [f"unknown config kind; pass one of {sorted(KINDS)}"])
