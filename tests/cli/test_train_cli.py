@@ -65,3 +65,17 @@ def test_grpo_bad_input_is_a_one_line_error_before_ray_starts(tmp_path: Path):
     res = runner.invoke(app, [*base, "rollout.n=3", "rollout.prompts_per_step=1"])  # 3 samples, 2 workers
     assert res.exit_code == 2 and "must split evenly" in res.output
     assert not ray.is_initialized()
+
+
+def test_ray_job_entries_reject_bad_input_with_exit_2():
+    import subprocess
+    import sys
+
+    from repo_paths import REPO
+
+    for job, config, bad in (("train_sft.py", "sft_local.yaml", "deepspeed.zero_stage=9"),
+                             ("train_grpo.py", "grpo_local.yaml", "reward.reward=nope")):
+        proc = subprocess.run([sys.executable, str(REPO / "jobs" / job), "--config", f"configs/train/{config}", bad],
+                              cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith("error: ") and bad.split("=")[0] in proc.stderr

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from mnemoray.config.base import StrictModel
 from mnemoray.config.rl import RewardPoolConfig
-from mnemoray.config.train import SFTDeepSpeed, SFTModel, SFTOptim, SFTRay
+from mnemoray.config.train import SFTOptim, SFTRay, TrainRun
 from mnemoray.rl.environments.registry import ENVIRONMENTS
 from mnemoray.rl.rollout_registry import ROLLOUTS
 
@@ -84,28 +84,18 @@ class GRPORay(SFTRay):
     placement: Strategy = Field("PACK", description="placement strategy of the policy workers (Ray Train)")
 
 
-class GRPOConfig(StrictModel):
-    name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="run name; rerun = resume")
+class GRPOConfig(TrainRun):
     out: Path = Field(Path("runs/grpo"), description="metrics.jsonl, report.md, plots and hf/ land in out/name")
-    storage_path: Path | None = Field(None, description="Ray Train storage; None = out/ray_storage")
-    model: SFTModel
     environment: EnvironmentConfig
     reward: RewardPoolConfig
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     optim: SFTOptim = Field(default_factory=lambda: SFTOptim(lr=1e-6, grad_clip=1.0))
-    deepspeed: SFTDeepSpeed = Field(default_factory=SFTDeepSpeed)
     schedule: GRPOSchedule = Field(default_factory=GRPOSchedule)
     ray: GRPORay = Field(default_factory=GRPORay)
 
     @model_validator(mode="after")
-    def _consistent(self) -> GRPOConfig:
-        ds = self.deepspeed
-        if self.ray.accelerator == "cpu":
-            if self.ray.use_gpu:
-                raise ValueError("ray.use_gpu=true needs ray.accelerator=cuda")
-            if ds.dtype == "fp16":
-                raise ValueError("deepspeed.dtype=fp16 is not supported on CPU; use fp32 or bf16")
+    def _batch_splits(self) -> GRPOConfig:
         samples = self.rollout.prompts_per_step * self.rollout.n
         split = self.algorithm.minibatches * self.ray.workers
         if samples % split:
@@ -123,14 +113,3 @@ class GRPOConfig(StrictModel):
         """Forward passes per optimizer step on one worker (DeepSpeed's gradient accumulation)."""
         per_worker = self.samples_per_step // (self.algorithm.minibatches * self.ray.workers)
         return -(-per_worker // self.algorithm.micro_batch_size)
-
-    @property
-    def run_dir(self) -> Path:
-        return self.out / self.name
-
-    @property
-    def storage(self) -> Path:
-        return (self.storage_path or self.out / "ray_storage").expanduser().resolve()
-
-    def resolve_model_path(self) -> str:
-        return self.model.resolve_path()

@@ -100,19 +100,20 @@ class SFTRay(RayClusterConfig):
     torch_threads: int | None = Field(1, ge=1, description="torch threads per worker; None = torch default")
 
 
-class SFTConfig(StrictModel):
+class TrainRun(StrictModel):
+    """What every training run has: a name (rerun = resume), where it writes, the model,
+    the optimizer, DeepSpeed and its Ray Train worker group. SFT and GRPO extend it."""
+
     name: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="run name; rerun = resume")
-    out: Path = Field(Path("runs/sft"), description="metrics.jsonl, loss.png and hf/ land in out/name")
+    out: Path = Field(Path("runs/train"), description="metrics.jsonl, plots and hf/ land in out/name")
     storage_path: Path | None = Field(None, description="Ray Train storage; None = out/ray_storage")
     model: SFTModel
-    data: SFTData
     optim: SFTOptim = Field(default_factory=SFTOptim)
     deepspeed: SFTDeepSpeed = Field(default_factory=SFTDeepSpeed)
-    schedule: SFTSchedule = Field(default_factory=SFTSchedule)
     ray: SFTRay = Field(default_factory=SFTRay)
 
     @model_validator(mode="after")
-    def _consistent(self) -> SFTConfig:
+    def _runs_here(self) -> TrainRun:
         ds = self.deepspeed
         if self.ray.accelerator == "cpu":
             if self.ray.use_gpu:
@@ -135,3 +136,9 @@ class SFTConfig(StrictModel):
 
     def resolve_model_path(self) -> str:
         return self.model.resolve_path()
+
+
+class SFTConfig(TrainRun):
+    out: Path = Field(Path("runs/sft"), description="metrics.jsonl, loss.png and hf/ land in out/name")
+    data: SFTData
+    schedule: SFTSchedule = Field(default_factory=SFTSchedule)

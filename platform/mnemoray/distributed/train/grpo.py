@@ -31,7 +31,7 @@ from typing import Any
 from mnemoray.config.grpo import GRPOConfig
 from mnemoray.distributed.actors.rollout import generate_split, push_weights, start_rollout_actors
 from mnemoray.distributed.placement import current_node, release
-from mnemoray.distributed.train.sft import RayCheckpoints
+from mnemoray.distributed.train.sft import RayCheckpoints, copy_export
 from mnemoray.rl.environments import ENVIRONMENTS, RLPrompt
 from mnemoray.rl.losses import GRPOLossConfig
 from mnemoray.rl.minibatches import epoch_permutation
@@ -361,13 +361,7 @@ def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
             for actor in engines:
                 ray.kill(actor)
             release(engine_group)
-    export_dir = None
-    if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as d:
-            if (Path(d) / "hf").is_dir():
-                export_dir = run_dir / "hf"
-                shutil.rmtree(export_dir, ignore_errors=True)
-                shutil.copytree(Path(d) / "hf", export_dir)
+    export_dir = copy_export(result.checkpoint, run_dir)
     metrics_path = run_dir / "metrics.jsonl"
     if metrics_path.exists():
         write_report(cfg, metrics_path, run_dir)

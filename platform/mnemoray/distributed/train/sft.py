@@ -188,6 +188,19 @@ def _worker_entry(config: dict[str, Any]) -> None:
     train_worker(cfg, io, config["model_path"], config["total_steps"])
 
 
+def copy_export(checkpoint: Any, run_dir: Path) -> Path | None:
+    """The final checkpoint's hf/ export copied to run_dir/hf (replacing an older one), or None."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        if not (Path(d) / "hf").is_dir():
+            return None
+        export_dir = run_dir / "hf"
+        shutil.rmtree(export_dir, ignore_errors=True)
+        shutil.copytree(Path(d) / "hf", export_dir)
+    return export_dir
+
+
 @dataclass
 class SFTResult:
     run_dir: Path
@@ -251,13 +264,7 @@ def run_sft(cfg: SFTConfig, log: Any = print) -> SFTResult:
         total = total_steps(cfg, stats.rows["train"], cfg.ray.workers)
         datasets = {"train": train_ds} | ({"eval": eval_ds} if eval_ds is not None else {})
         result = trainer_for(cfg, model_path, datasets, total).fit()
-    export_dir = None
-    if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as d:
-            if (Path(d) / "hf").is_dir():
-                export_dir = run_dir / "hf"
-                shutil.rmtree(export_dir, ignore_errors=True)
-                shutil.copytree(Path(d) / "hf", export_dir)
+    export_dir = copy_export(result.checkpoint, run_dir)
     if (run_dir / "metrics.jsonl").exists():
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "loss.png")
     error = repr(result.error) if result.error else None
