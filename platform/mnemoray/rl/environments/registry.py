@@ -25,5 +25,9 @@ ENVIRONMENTS: Registry[EnvironmentSpec] = Registry("environment")
 ENVIRONMENTS.register(EnvironmentSpec(
     "prompts", "mnemoray.rl.environments.prompts:load_prompts",
     "chat prompts from JSONL or verl-style parquet: prompt, data_source, ground_truth, extra_info"))
+ENVIRONMENTS.register(EnvironmentSpec(
+    "membuilder", "mnemoray.rl.environments.membuilder:load_membuilder",
+    "one prompt per MemBuilder agent per session from `memory build` trajectories (memory_type, expert_length, "
+    "session group)"))
 
 __all__ = ["ENVIRONMENTS", "EnvironmentSpec"]
