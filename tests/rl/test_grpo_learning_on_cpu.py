@@ -87,3 +87,22 @@ def test_weights_pushed_to_the_sampler_change_what_it_samples(tiny_model):
     assert sampler.generate(prompt, SamplingSettings(n=4, max_new_tokens=8), seed=3) != before
     with pytest.raises(ValueError, match="do not fit"):
         sampler.load_weights({"nope.weight": torch.zeros(1)}, 8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_packed_weights_round_trip_and_share_tied_tensors(tiny_model, dtype):
+    from transformers import AutoModelForCausalLM
+
+    from mnemoray.rl.weights import pack_weights, unpack_weights
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=dtype)
+    state = model.state_dict()
+    packed = pack_weights(state)
+    assert len(packed.arrays) == len({t.data_ptr() for t in state.values()})  # tied tensors travel once
+    assert packed.nbytes == sum(a.nbytes for a in packed.arrays)
+    back = unpack_weights(packed)
+    assert back.keys() == state.keys()
+    for name, tensor in state.items():
+        assert back[name].dtype == dtype and torch.equal(back[name], tensor), name
+    sampler = HFSampler(str(tiny_model))
+    assert sampler.load_weights(unpack_weights(pack_weights(model.float().state_dict())), 3) == 3

@@ -12,6 +12,7 @@ from mnemoray.distributed.placement import Strategy, bundle, current_node, in_bu
 from mnemoray.rl.rollout import PromptInput, SamplingSettings
 from mnemoray.rl.rollout_registry import build_sampler
 from mnemoray.rl.sequences import Rollout
+from mnemoray.rl.weights import PackedWeights, pack_weights, unpack_weights
 
 
 class StaleWeights(RuntimeError):
@@ -30,8 +31,8 @@ class RolloutActor:
             torch.set_num_threads(torch_threads)
         self.sampler = build_sampler(engine, model_path, device=device, dtype=dtype)
 
-    def load_weights(self, state: Mapping[str, Any], version: int) -> int:
-        return self.sampler.load_weights(state, version)
+    def load_weights(self, state: PackedWeights | Mapping[str, Any], version: int) -> int:
+        return self.sampler.load_weights(unpack_weights(state), version)
 
     def version(self) -> int:
         return self.sampler.version
@@ -66,7 +67,7 @@ def start_rollout_actors(count: int, engine: str, model_path: str, *, num_cpus: 
 def push_weights(actors: Sequence[Any], state: Mapping[str, Any], version: int) -> Any:
     """One copy of the weights into the object store, read by every engine; returns its ref
     (keep it to re-sync an engine that restarts)."""
-    ref = ray.put(dict(state))
+    ref = ray.put(pack_weights(state))  # numpy: engines read it from shared memory, no copy per engine
     ray.get([a.load_weights.remote(ref, version) for a in actors])
     return ref
 
