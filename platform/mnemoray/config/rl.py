@@ -18,9 +18,12 @@ def is_file_reference(reward: str) -> bool:
 class RewardPoolConfig(StrictModel):
     reward: str = Field(..., description="a registered reward (mnemoray rewards list) or 'path/to/file.py:function'")
     num_actors: int = Field(2, ge=1, description="reward actors; a step's items are spread over them")
-    in_flight_per_actor: int = Field(8, ge=1, description="concurrent calls inside one actor (async or threads)")
-    timeout_s: float = Field(30.0, gt=0, description="per call; a call past it is retried, then scored as failed")
-    max_retries: int = Field(1, ge=0, description="re-calls after a raise or a timeout")
+    in_flight_per_actor: int = Field(8, ge=1, description="concurrent calls inside one actor (async or threads; "
+                                     "judge rewards: at most engine.max_in_flight)")
+    timeout_s: float = Field(30.0, gt=0, description="per call; a call past it is retried, then scored as failed "
+                             "(judge rewards: engine.timeout_s applies)")
+    max_retries: int = Field(1, ge=0, description="re-calls after a raise or a timeout (judge rewards: "
+                             "engine.max_retries)")
     rate_limit_per_s: float | None = Field(None, gt=0, description="calls started per second per actor (judge APIs)")
     cpus_per_actor: float = Field(0.25, gt=0)
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(

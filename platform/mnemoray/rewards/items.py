@@ -11,7 +11,9 @@ counted, never silently read as a real 0.
   abandoned (Python cannot stop a thread) and its thread is replaced;
 - a call that raised or timed out is retried up to `max_retries` times; an invalid return
   value (NaN, no "score") is not retried: the function would return it again;
-- judge rewards (`needs_judge`) get the whole batch with an engine and retry themselves.
+- judge rewards (`needs_judge`) get the batch with an engine (in chunks of one second's
+  calls under a rate limit) and re-ask invalid replies themselves; the engine's own
+  timeout and retries apply to each judge call.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ class RewardScorer:
         self.in_flight, self.timeout_s, self.max_retries = in_flight, timeout_s, max_retries
         self.engine, self.judge_retries = engine, judge_retries
         self.limiter = RateLimiter(rate_limit_per_s)
+        # judge rewards send a batch to the engine: with a rate limit, chunks of about one
+        # second's worth of calls, each started 1 s after the previous one
+        self.judge_chunk = max(1, int(rate_limit_per_s)) if rate_limit_per_s else in_flight
+        self.chunk_limiter = RateLimiter(rate_limit_per_s / self.judge_chunk if rate_limit_per_s else None)
         self.stats = ScorerStats()
         self.is_async = inspect.iscoroutinefunction(self.fn)
         self.pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -113,7 +119,11 @@ class RewardScorer:
             except Exception as err:  # noqa: BLE001 - a malformed item fails alone
                 results[i] = failure(self.name, f"item {item.id}: {err}")
         self.stats.calls += len(judge_items)
-        for i, result in zip(where, self.fn(self.engine, judge_items, self.judge_retries), strict=True):
+        scored: list[RewardResult] = []
+        for start in range(0, len(judge_items), self.judge_chunk):  # the rate limit paces whole chunks
+            time.sleep(self.chunk_limiter.delay())
+            scored += self.fn(self.engine, judge_items[start : start + self.judge_chunk], self.judge_retries)
+        for i, result in zip(where, scored, strict=True):
             results[i] = result
         return results
 
