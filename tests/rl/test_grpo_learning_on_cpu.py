@@ -106,3 +106,29 @@ def test_packed_weights_round_trip_and_share_tied_tensors(tiny_model, dtype):
         assert back[name].dtype == dtype and torch.equal(back[name], tensor), name
     sampler = HFSampler(str(tiny_model))
     assert sampler.load_weights(unpack_weights(pack_weights(model.float().state_dict())), 3) == 3
+
+
+def test_on_policy_update_without_old_logprobs_matches_the_scored_one(tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    sampler = HFSampler(str(tiny_model))
+    rollouts = sampler.generate([PromptInput(f"p{i}", ({"role": "user", "content": f"q{i}"},)) for i in range(2)],
+                                SamplingSettings(n=4, max_new_tokens=8), seed=0)
+    rewards = [share_of_e(r.text) + 0.01 * r.sample for r in rollouts]
+    advantages = group_advantages(rewards, [r.prompt_id for r in rollouts]).advantages.tolist()
+    plan = UpdatePlan(minibatches=1, epochs=1, micro_batch_size=4)
+    params = []
+    for with_old in (True, False):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+        engine = TorchEngine(model, torch.optim.AdamW(model.parameters(), lr=1e-3), grad_accum=2)
+        batch = worker_batch(rollouts, advantages, None, sampler.tokenizer.pad_token_id)
+        if with_old:
+            engine.eval()
+            batch.extras["old_logp"] = score(engine, batch, 4)
+            engine.train()
+        policy_update(engine, batch, plan, seed=1)
+        params.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(params[0], params[1], atol=1e-6)
+    with pytest.raises(ValueError, match="old_logp is needed"):
+        policy_update(engine, worker_batch(rollouts, advantages, None, 0), UpdatePlan(epochs=2), seed=1)

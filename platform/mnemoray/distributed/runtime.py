@@ -37,7 +37,8 @@ def ray_session(cfg: RayClusterConfig) -> Iterator[None]:
             # joining a cluster (or running inside `ray job submit`): resources are the cluster's
             ray.init(address=cfg.address, **kwargs)
         else:
-            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
+            # address="local": a new instance even when another Ray runs on this machine
+            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
         started = True
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()

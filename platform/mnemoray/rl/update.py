@@ -94,8 +94,14 @@ def score(model: Any, batch: TokenBatch, micro_batch_size: int) -> torch.Tensor:
 
 def policy_update(engine: Any, batch: TokenBatch, plan: UpdatePlan, seed: int) -> dict[str, float]:
     """Epochs × minibatches optimizer steps on this worker's batch (extras: advantages,
-    weights, old_logp and, with a reference, ref_logp). Returns token-weighted metrics."""
+    weights, old_logp and, with a reference, ref_logp). Returns token-weighted metrics.
+
+    Without old_logp the update must be on-policy (one epoch, one minibatch): the policy's
+    own detached log-probs stand in, saving a forward pass (the ratio is 1, the gradient
+    the same)."""
     n = len(batch)
+    if "old_logp" not in batch.extras and plan.epochs * plan.minibatches > 1:
+        raise ValueError("old_logp is needed for more than one optimizer step per rollout batch")
     if n % plan.minibatches:
         raise ValueError(f"{n} samples do not split into {plan.minibatches} minibatches")
     per_minibatch = n // plan.minibatches
@@ -109,7 +115,10 @@ def policy_update(engine: Any, batch: TokenBatch, plan: UpdatePlan, seed: int) -
             for rows in chunks(minibatch, plan.micro_batch_size):
                 part = select(batch, rows)
                 logp, logits = token_logprobs(engine, part, with_logits=True)
-                result = grpo_loss(logp, part.extras["old_logp"], part.extras["advantages"], part.response_mask,
+                old_logp = part.extras.get("old_logp")
+                if old_logp is None:  # on-policy (one pass, one optimizer step): the ratio is exactly 1
+                    old_logp = logp.detach()
+                result = grpo_loss(logp, old_logp, part.extras["advantages"], part.response_mask,
                                    plan.loss, ref_logp=part.extras.get("ref_logp"),
                                    weights=part.extras["weights"], logits=logits)
                 loss = result.loss

@@ -251,7 +251,8 @@ def _worker_entry(config: dict[str, Any]) -> None:
                              [sample_weights[i] for i in mine], pad_id)
         t0 = time.perf_counter()
         engine.eval()
-        batch.extras["old_logp"] = score(engine, batch, alg.micro_batch_size)
+        if alg.epochs * alg.minibatches > 1:  # on-policy updates use the policy's own log-probs
+            batch.extras["old_logp"] = score(engine, batch, alg.micro_batch_size)
         if reference is not None:
             batch.extras["ref_logp"] = score(reference, batch, alg.micro_batch_size)
         engine.train()
