@@ -6,11 +6,12 @@ Roles (docs/ARCHITECTURE.md, "GRPO on Ray"):
 - rollout engines: `RolloutActor`s holding a sampler that receives new weights after
   every update (one copy in the object store per update);
 - reward actors: a `RewardPool` computing rewards concurrently, retried, none lost;
-- the controller: rank 0's loop, which also owns the reward pool. Each step it pushes weights, asks the engines for n
+- the controller: rank 0's loop. Each step it pushes weights, asks the engines for n
   responses per prompt and the pool for their rewards, and broadcasts them to every rank;
   then each rank scores its share under the old and reference policies and updates.
 
-The driver creates the rollout engines, so they outlive a policy-worker restart.
+The driver creates the rollout engines and the reward pool (with their placement groups),
+so they outlive a policy-worker restart and nothing they reserve is left behind by it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mnemoray.config.grpo import GRPOConfig
+from mnemoray.distributed.actors.reward_pool import RewardPool
 from mnemoray.distributed.actors.rollout import generate_split, push_weights, start_rollout_actors
 from mnemoray.distributed.placement import current_node, release
 from mnemoray.distributed.train.sft import RayCheckpoints, copy_export
@@ -196,7 +198,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
     model_path = config["model_path"]
     prompts: list[RLPrompt] = ray.get(config["prompts"])
     engines = config["rollout_actors"]
-    pool = reward_pool(cfg) if rank == 0 else None
+    pool = config["reward_pool"] if rank == 0 else None
     alg, sched = cfg.algorithm, cfg.schedule
     total_updates = sched.steps * alg.epochs * alg.minibatches
     ds_conf = deepspeed_config_for(cfg.deepspeed, cfg.optim, alg.micro_batch_size, cfg.micro_batches, world)
@@ -287,15 +289,6 @@ def _worker_entry(config: dict[str, Any]) -> None:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     log.event("finished", step=sched.steps)
-    if pool is not None:
-        pool.close()
-
-
-def reward_pool(cfg: GRPOConfig) -> Any:
-    """The controller's pool of reward actors (restarted with it if a policy worker dies)."""
-    from mnemoray.distributed.actors.reward_pool import RewardPool
-
-    return RewardPool.from_config(cfg.reward)
 
 
 @dataclass
@@ -354,11 +347,15 @@ def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
         engines, engine_group = start_rollout_actors(
             ro.engines, ro.engine, model_path, num_cpus=ro.cpus_per_engine, num_gpus=ro.gpus_per_engine,
             device=ro.device, dtype=ro.dtype, torch_threads=cfg.ray.torch_threads, strategy=ro.placement)
+        pool = None
         try:
+            pool = RewardPool.from_config(cfg.reward)
             config = {"cfg": cfg.model_dump(mode="json"), "model_path": model_path, "prompts": ray.put(prompts),
-                      "rollout_actors": engines}
+                      "rollout_actors": engines, "reward_pool": pool}
             result = trainer_for(cfg, config).fit()
         finally:
+            if pool is not None:
+                pool.close()
             for actor in engines:
                 ray.kill(actor)
             release(engine_group)
