@@ -299,8 +299,7 @@ def main() -> int:
           f"TRL: one process, torch threads {'/'.join(map(str, args.trl_threads))}. load1 = 1-minute load average "
           f"after the run.")
 
-    print("differences that remain: mnemoray scores the old policy in a separate forward pass (TRL, on-policy "
-          "with num_iterations 1, reuses the current log-probs: one forward fewer); mnemoray samples on a separate "
+    print("differences that remain: mnemoray samples on a separate "
           "rollout engine that gets the weights every step (sync), TRL samples with the training model; "
           "different sampling RNGs (same prompts per step, different completions, so step-1 rewards differ); "
           "token-mean per worker micro-batch averaged over workers (mnemoray) vs per micro-batch of "

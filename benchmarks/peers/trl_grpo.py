@@ -13,7 +13,7 @@ writes the wall time and mean reward of every optimizer step to a JSON file:
 One optimizer step per generation batch (prompts_per_step x n completions), no reuse of a
 batch (num_iterations 1), so TRL skips the separate old-log-prob pass (ratio = 1, the
 clipped loss reduces to the policy gradient), just as a single-epoch mnemoray step does
-in effect (mnemoray still scores the old policy in a separate forward pass).
+in effect (so does mnemoray: on-policy updates use the policy's own detached log-probs).
 """
 
 from __future__ import annotations
