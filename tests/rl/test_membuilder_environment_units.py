@@ -87,3 +87,26 @@ def test_malformed_lines_are_named(tmp_path: Path, trajectories):
     assert len(prompts) == 1 and [(e.record, e.field) for e in errors] == [("line 2", None), ("line 3", "messages")]
     with pytest.raises(DatasetError, match="no trajectories.jsonl"):
         ENVIRONMENTS.load("membuilder")(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_grpo_data_writes_prompts_that_load_back(trajectories, tmp_path: Path, suffix: str):
+    from typer.testing import CliRunner
+
+    from mnemoray.cli.main import app
+    from mnemoray.rl.environments import load_prompts
+
+    folder, _ = trajectories
+    out = tmp_path / f"prompts{suffix}"
+    res = CliRunner().invoke(app, ["train", "grpo-data", "--from", str(folder), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["prompts"] == 7
+    source, _ = ENVIRONMENTS.load("membuilder")(folder)
+    loaded, errors = load_prompts(out)
+    assert not errors and [p.id for p in loaded] == [p.id for p in source]
+    for a, b in zip(loaded, source):
+        assert a.messages == b.messages and a.ground_truth == b.ground_truth
+        assert a.extra_info["memory_type"] == b.extra_info["memory_type"]
+        assert a.extra_info["expert_length"] == b.extra_info["expert_length"]
+    bad = CliRunner().invoke(app, ["train", "grpo-data", "--from", str(folder), "--out", str(tmp_path / "x.csv")])
+    assert bad.exit_code == 2 and "write a .jsonl" in bad.output

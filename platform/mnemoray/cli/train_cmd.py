@@ -86,6 +86,41 @@ def grpo_cmd(
         raise typer.Exit(1)
 
 
+@app.command("grpo-data")
+@friendly_errors
+def grpo_data_cmd(
+    path: Path = typer.Option(..., "--from", help="the environment's source, e.g. a `memory build` output folder"),
+    out: Path = typer.Option(..., "--out", help="file to write: .jsonl (the prompts environment) or .parquet (verl)"),
+    environment: str = typer.Option("membuilder", "--environment", help="an RL environment (config registry)"),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="skip malformed records instead of stopping"),
+) -> None:
+    """Prompts for `train grpo` (environment.name=prompts) or verl, from an RL environment's source.
+
+    The file is rewritten whole and atomically (same input, same file), so a rerun is safe.
+    """
+    from mnemoray.rl.environments import ENVIRONMENTS
+
+    if out.suffix not in (".jsonl", ".parquet"):
+        fail(f"{out}: write a .jsonl (prompts environment) or .parquet (verl RL data) file")
+    prompts, errors = ENVIRONMENTS.load(ENVIRONMENTS.check(environment))(path, skip_invalid=skip_invalid)
+    if not prompts:
+        fail(f"{path}: no prompts from the {environment!r} environment")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if out.suffix == ".parquet":
+        from mnemoray.rl.verl import export_verl_parquet
+
+        export_verl_parquet(prompts, tmp)
+    else:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for p in prompts:
+                f.write(json.dumps({"id": p.id, "prompt": list(p.messages), "data_source": p.data_source,
+                                    "ground_truth": p.ground_truth, "extra_info": p.extra_info},
+                                   ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    typer.echo(json.dumps({"out": str(out), "prompts": len(prompts), "invalid": [str(e) for e in errors]}, indent=2))
+
+
 @app.command("demo-data")
 @friendly_errors
 def demo_data_cmd(
