@@ -93,16 +93,64 @@ def grpo_data_cmd(
     out: Path = typer.Option(..., "--out", help="file to write: .jsonl (the prompts environment) or .parquet (verl)"),
     environment: str = typer.Option("membuilder", "--environment", help="an RL environment (config registry)"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="skip malformed records instead of stopping"),
+    qa_engine: Path | None = typer.Option(None, "--qa-engine", help="membuilder: engine config YAML that writes "
+                                          "each session's synthetic QA once (cached) for the membuilder-qa reward"),
+    qa_cache: Path | None = typer.Option(None, "--qa-cache", help="QA cache file (default: BUILD/qa_cache.jsonl)"),
+    qa_per_session: int = typer.Option(5, "--qa-per-session", min=1, help="questions per session (50/30/20 mix)"),
+    qa_setting: list[str] = typer.Option([], "--qa-setting", help="KEY=VALUE for the membuilder-qa reward "
+                                         "(k, match, f1_threshold, ...), stored in each prompt's extra_info"),
 ) -> None:
     """Prompts for `train grpo` (environment.name=prompts) or verl, from an RL environment's source.
 
-    The file is rewritten whole and atomically (same input, same file), so a rerun is safe.
+    With --qa-engine (membuilder), each session also gets its memory state before the session
+    and synthetic questions generated once into the QA cache (a rerun reuses it, an
+    interrupted one resumes), for the membuilder-qa reward. The file is rewritten whole and
+    atomically (same input, same file), so a rerun is safe.
     """
+    from collections import Counter
+
     from mnemoray.rl.environments import ENVIRONMENTS
 
     if out.suffix not in (".jsonl", ".parquet"):
         fail(f"{out}: write a .jsonl (prompts environment) or .parquet (verl RL data) file")
-    prompts, errors = ENVIRONMENTS.load(ENVIRONMENTS.check(environment))(path, skip_invalid=skip_invalid)
+    summary: dict = {}
+    if qa_engine is not None or environment == "membuilder-qa":
+        if environment not in ("membuilder", "membuilder-qa"):
+            fail(f"--qa-engine prepares the membuilder environment, not {environment!r}")
+        from mnemoray.config.llm import load_engine_config
+        from mnemoray.llm.registry import build_engine
+        from mnemoray.rewards.dense_qa import DenseQASettings
+        from mnemoray.rewards.qa_synth import QASynthSettings
+        from mnemoray.rl.environments.membuilder_qa import prepare_membuilder_qa
+
+        settings = {}
+        for pair in qa_setting:
+            key, sep, raw = pair.partition("=")
+            if not sep:
+                fail(f"--qa-setting {pair!r}: expected KEY=VALUE")
+            try:
+                settings[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                settings[key] = raw
+        try:
+            DenseQASettings.from_info(settings)
+        except (TypeError, ValueError) as err:
+            fail(f"--qa-setting: {err}")
+        engine = build_engine(load_engine_config(qa_engine, [])) if qa_engine is not None else None
+        counts: Counter = Counter()
+        try:
+            prompts, errors, report = prepare_membuilder_qa(
+                path, engine, qa_cache, QASynthSettings(per_session=qa_per_session), settings or None,
+                skip_invalid=skip_invalid, counts=counts)
+        finally:
+            close = getattr(engine, "close", None)
+            if callable(close):
+                close()
+        summary["qa"] = {"cached_sessions": report.cached, "generated_sessions": report.generated,
+                         "engine_calls": report.calls, "failed_sessions": report.failed,
+                         "dropped_prompts": counts["dropped_no_qa"]}
+    else:
+        prompts, errors = ENVIRONMENTS.load(ENVIRONMENTS.check(environment))(path, skip_invalid=skip_invalid)
     if not prompts:
         fail(f"{path}: no prompts from the {environment!r} environment")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +166,8 @@ def grpo_data_cmd(
                                     "ground_truth": p.ground_truth, "extra_info": p.extra_info},
                                    ensure_ascii=False) + "\n")
     tmp.replace(out)
-    typer.echo(json.dumps({"out": str(out), "prompts": len(prompts), "invalid": [str(e) for e in errors]}, indent=2))
+    typer.echo(json.dumps({"out": str(out), "prompts": len(prompts), "invalid": [str(e) for e in errors],
+                           **summary}, indent=2))
 
 
 @app.command("demo-data")

@@ -51,6 +51,9 @@ class RewardPoolConfig(StrictModel):
     def _judge_has_engine(self) -> RewardPoolConfig:
         from mnemoray.rewards.registry import REWARDS
 
-        if not is_file_reference(self.reward) and REWARDS.spec(self.reward).needs_judge and self.engine is None:
+        if is_file_reference(self.reward) or self.engine is not None:
+            return self
+        spec = REWARDS.spec(self.reward)
+        if spec.needs_judge and not spec.engine_optional:
             raise ValueError(f"reward {self.reward!r} calls an LLM judge: set reward.engine")
         return self

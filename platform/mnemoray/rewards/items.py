@@ -53,6 +53,14 @@ def resolve_reward(reward: str) -> tuple[Callable[..., Any], bool, Callable[[Rew
     return REWARDS.load(reward), spec.needs_judge, adapter
 
 
+def engine_optional(reward: str) -> bool:
+    """Whether a judge reward also runs without an engine (registry flag; file references never need one)."""
+    from mnemoray.config.rl import is_file_reference
+    from mnemoray.rewards.registry import REWARDS
+
+    return is_file_reference(reward) or REWARDS.spec(reward).engine_optional
+
+
 class RateLimiter:
     """Starts at most `per_s` calls per second (evenly spaced); None = no limit."""
 
@@ -83,7 +91,7 @@ class RewardScorer:
                  rate_limit_per_s: float | None = None, engine: Any = None, judge_retries: int = 2):
         self.reward = reward
         self.fn, self.needs_judge, self.adapter = resolve_reward(reward)
-        if self.needs_judge and engine is None:
+        if self.needs_judge and engine is None and not engine_optional(reward):
             raise ValueError(f"reward {reward!r} calls an LLM judge: give it an engine")
         self.name = function_name(self.fn)
         self.in_flight, self.timeout_s, self.max_retries = in_flight, timeout_s, max_retries
@@ -220,4 +228,4 @@ class RewardScorer:
             close()
 
 
-__all__ = ["RateLimiter", "RewardItem", "RewardScorer", "ScorerStats", "resolve_reward"]
+__all__ = ["RateLimiter", "engine_optional", "RewardItem", "RewardScorer", "ScorerStats", "resolve_reward"]

@@ -3,8 +3,10 @@
 A trajectory-level reward (did the final memory answer the benchmark?) is sparse; instead
 each session gets a few synthetic QA pairs, the rollout's memory ops are applied to the
 memory state before that session, each question is answered from the result and judged,
-and task_r = correct / total. Answering and judging are done upstream (the reward actors
-call engines); this module only turns judged verdicts into the reward.
+and task_r = correct / total. This module turns judged verdicts into the reward ("dense-qa",
+verdicts judged upstream, e.g. under verl); `mnemoray.rewards.dense_qa` ("membuilder-qa")
+does the whole loop inside GRPO's reward actors and `mnemoray.rewards.qa_synth` writes and
+caches the questions.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ class RewardSpec:
     description: str
     needs_judge: bool  # True: target(engine, items, max_retries); False: a verl compute_score
     item_adapter: Any = None  # judge rewards: "module:function" turning a RewardItem into the target's item
+    engine_optional: bool = False  # judge rewards that also run without an engine (target gets engine=None)
 
 
 REWARDS: Registry[RewardSpec] = Registry("reward")
@@ -99,6 +100,11 @@ for _spec in (
     RewardSpec("persona-judge", "mnemoray.rewards.persona_judge:judge_responses",
                "RoleMemo persona judge: LLM scores factual use 0.3, logic + persona fit 0.6, value/safety 0.1",
                needs_judge=True, item_adapter="mnemoray.rewards.persona_judge:from_reward_item"),
+    RewardSpec("membuilder-qa", "mnemoray.rewards.dense_qa:score_items",
+               "MemBuilder dense QA in the loop: the rollout's ops on a copy of the pre-session memory, the "
+               "session's cached questions answered and judged (or matched without an engine), x length penalty; "
+               "attribution_counts for ADRPO", needs_judge=True,
+               item_adapter="mnemoray.rewards.dense_qa:from_reward_item", engine_optional=True),
     RewardSpec("keyword-count", "mnemoray.rewards.toy:compute_score",
                "toy task: share of the reply's non-space characters that are in ground_truth (default 'e'); "
                "a random model learns it in a few dozen steps", needs_judge=False),

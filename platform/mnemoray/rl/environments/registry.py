@@ -29,5 +29,13 @@ ENVIRONMENTS.register(EnvironmentSpec(
     "membuilder", "mnemoray.rl.environments.membuilder:load_membuilder",
     "one prompt per MemBuilder agent per session from `memory build` trajectories (memory_type, expert_length, "
     "session group)"))
+ENVIRONMENTS.register(EnvironmentSpec(
+    "membuilder-qa", "mnemoray.rl.environments.membuilder_qa:load_membuilder_qa",
+    "membuilder prompts plus each session's memory state and cached synthetic QA (the membuilder-qa reward); "
+    "the questions are generated once by `train grpo-data --environment membuilder --qa-engine ...`"))
+ENVIRONMENTS.register(EnvironmentSpec(
+    "dualmem", "mnemoray.rl.environments.dualmem:load_dualmem",
+    "DualMem recurrent chunks (MemAgent-style): one prompt per chunk step of a dualmem `memory build` log, with "
+    "the persona and the memory so far; trajectories judged in role-play by the persona judge"))
 
 __all__ = ["ENVIRONMENTS", "EnvironmentSpec"]

@@ -1,0 +1,273 @@
+"""The "dualmem" environment: DualMem memory built in recurrent chunks (as in MemAgent), judged in role-play.
+
+A history is read in chunks (the framework's `chunk_turns`, default 12 turns per chunk);
+each chunk is one step whose prompt holds the persona, the memory so far (facts and
+insights written by the earlier steps of the SAME trajectory) and the chunk, and whose
+completion is the step's extraction (`{"facts": [...], "insights": [...]}`). A trajectory
+is all steps of one history; its reward comes at the end: a responder plays the persona
+and answers role-play queries from the trajectory's final memory (top-k retrieval), and
+the RoleMemo persona judge scores each reply in [0, 1] (`mnemoray.rewards.persona_judge`;
+a reply or verdict that failed counts as 0 and is counted). The trajectory's reward, and
+its group advantage over the n trajectories of the same history, are copied to every
+chunk step, so each step is trained like a single-turn sample.
+
+Two ways in:
+- `load_dualmem(path)` (the registry loader; `train grpo-data --environment dualmem`):
+  one prompt per chunk step of a dualmem `memory build` trajectory log, with the exact
+  messages the expert model got (memory so far = the expert's) and its answer as ground
+  truth: recurrent-chunk prompts for SFT, verl or your own reward.
+- `run_trajectory` / `step_samples`: the online recurrence, the policy writing the memory
+  it reads at the next step (plain Python: the policy is any `messages -> text` function;
+  the memory code is the real `DualMemMemory`, so ops, dedup and insight refs are the
+  framework's own). The Ray GRPO controller samples single-turn prompts; driving these
+  multi-step trajectories from it is not wired yet.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mnemoray.config import MemoryConfig
+from mnemoray.eval.qa_prompts import format_memories
+from mnemoray.eval.roleplay import RoleplaySettings, persona_text, respond_request
+from mnemoray.llm.structured import generate_structured
+from mnemoray.llm.types import ChatRequest, ChatResult, Engine, Usage
+from mnemoray.loaders.errors import DatasetError, from_validation_error
+from mnemoray.memory.dualmem import DualMemMemory
+from mnemoray.memory.trajectory import TrajectoryLog
+from mnemoray.records import EvidenceQuery, History, Persona
+from mnemoray.rewards.persona_judge import PersonaJudgeItem, judge_responses
+from mnemoray.rewards.scoring import RewardResult
+from mnemoray.rl.advantages import group_advantages
+from mnemoray.rl.environments.membuilder import trajectory_file
+from mnemoray.rl.environments.prompts import RLPrompt
+
+FRAMEWORK = "dualmem"
+STEP_CALL = "dualmem/extract"
+
+Policy = Callable[[list[dict[str, str]]], str]  # chat messages -> the completion text
+
+
+# ---- offline: chunk-step prompts from a build log ----------------------------------------------
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    content: str
+
+
+class _Call(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    framework: str
+    history_id: str
+    session_id: str | None
+    call: str
+    messages: list[_Message]
+    parsed: Any = None
+    error: str | None = None
+    memory_state: Any = None
+
+
+def persona_of_prompt(user_message: str) -> str:
+    """The persona block of a DualMem extract prompt ("Persona:" up to the "Session" line)."""
+    _, marker, rest = user_message.partition("Persona:\n")
+    if not marker:
+        return ""
+    persona, _, _ = rest.partition("\n\nSession ")
+    return persona.strip()
+
+
+def load_dualmem(path: str | Path, skip_invalid: bool = False,
+                 counts: Counter | None = None) -> tuple[list[RLPrompt], list[DatasetError]]:
+    """One prompt per chunk step (successful `dualmem/extract` call) of a build log, in log order.
+
+    extra_info: history_id, session_id, step (0-based within the history), steps (the
+    history's step count), group (the history: one trajectory), persona (the profile text
+    the step was shown) and memory_state (the facts / insights it was shown).
+    """
+    file = trajectory_file(Path(path).expanduser())
+    counts = counts if counts is not None else Counter()
+    kept: list[_Call] = []
+    errors: list[DatasetError] = []
+    with open(file, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"line {lineno}"
+            try:
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DatasetError(file, where, None, f"malformed JSON ({err.msg})") from None
+                try:
+                    call = _Call.model_validate(raw)
+                except ValidationError as err:
+                    raise from_validation_error(file, where, err) from None
+            except DatasetError as err:
+                if not skip_invalid:
+                    raise
+                errors.append(err)
+                continue
+            if call.framework != FRAMEWORK or call.call != STEP_CALL:
+                counts["skipped_other"] += 1
+            elif call.error is not None or call.parsed is None:
+                counts["skipped_failed"] += 1
+            else:
+                kept.append(call)
+    steps = Counter(c.history_id for c in kept)
+    seen: Counter = Counter()
+    prompts = []
+    for call in kept:
+        user = next((m.content for m in reversed(call.messages) if m.role == "user"), "")
+        info = {"history_id": call.history_id, "session_id": call.session_id, "step": seen[call.history_id],
+                "steps": steps[call.history_id], "group": call.history_id, "persona": persona_of_prompt(user),
+                "memory_state": call.memory_state}
+        seen[call.history_id] += 1
+        counts["kept"] += 1
+        prompts.append(RLPrompt(call.id, tuple(m.model_dump() for m in call.messages), FRAMEWORK,
+                                json.dumps(call.parsed, ensure_ascii=False, sort_keys=True), info))
+    return prompts, errors
+
+
+# ---- online: recurrent trajectories written by the policy --------------------------------------
+
+class PolicyEngine:
+    """The engine contract around a policy function, so `DualMemMemory` runs its own chunk loop."""
+
+    name = "policy"
+    model = "policy"
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        return [ChatResult(id=r.id, text=self.policy([m.model_dump() for m in r.messages]), usage=Usage())
+                for r in requests]
+
+
+@dataclass
+class Step:
+    index: int
+    session_id: str | None
+    messages: list[dict[str, str]]  # the prompt: persona, memory so far, the chunk
+    completion: str
+    format_ok: bool  # the completion parsed as an extraction (else it changed nothing)
+
+
+@dataclass
+class Trajectory:
+    sample_id: str  # the history: the n trajectories of one history form a GRPO group
+    index: int
+    steps: list[Step]
+    memory: DualMemMemory
+    persona: Persona | None = None
+    reward: RewardResult | None = None
+    judged: list[RewardResult] = field(default_factory=list)
+
+
+def run_trajectory(history: History, policy: Policy, config: MemoryConfig | None = None, embedder: Any = None,
+                   index: int = 0) -> Trajectory:
+    """One pass over the history, chunk by chunk, the policy writing the memory it reads next.
+
+    A completion that is not a valid extraction changes nothing (no re-ask: the policy's
+    one answer is the step) and is kept with format_ok False.
+    """
+    config = config or MemoryConfig(name=FRAMEWORK)
+    log = TrajectoryLog(FRAMEWORK, history.id)
+    memory = DualMemMemory(config, engine=PolicyEngine(policy), embedder=embedder, log=log, max_retries=0)
+    memory.ingest_many(history.sessions, history.persona)
+    steps = [Step(i, e["session_id"], e["messages"], e["raw_output"], e["error"] is None)
+             for i, e in enumerate(x for x in log.entries if x["call"] == STEP_CALL)]
+    return Trajectory(history.id, index, steps, memory, history.persona)
+
+
+@dataclass(frozen=True)
+class RoleplayQuery:
+    id: str
+    text: str
+
+
+def judge_trajectories(trajectories: Sequence[Trajectory], queries: dict[str, Sequence[RoleplayQuery]],
+                       responder: Engine, judge: Engine, k: int = 10, settings: RoleplaySettings | None = None,
+                       judge_retries: int = 2) -> None:
+    """Each trajectory's reward: the mean persona-judge score of its role-play replies.
+
+    For every query of its history, the responder replies in character from the persona
+    and the top-k of the trajectory's final memory; the persona judge scores the reply
+    against that memory. A failed reply or verdict scores 0 and is counted
+    (`extras["failed"]`); a trajectory with no query is an error.
+    """
+    s = settings or RoleplaySettings()
+    asked: list[tuple[Trajectory, RoleplayQuery, list]] = []
+    for t in trajectories:
+        history_queries = list(queries.get(t.sample_id) or [])
+        if not history_queries:
+            raise ValueError(f"history {t.sample_id!r} has no role-play queries to judge its memory with")
+        retrieved = t.memory.retrieve_many([q.text for q in history_queries], k)
+        asked += [(t, q, r) for q, r in zip(history_queries, retrieved, strict=True)]
+    requests = [respond_request(EvidenceQuery(id=q.id, history_id=t.sample_id, text=q.text, gold_ids=[],
+                                              gold_level="session"), t.persona, r, s) for t, q, r in asked]
+    replies = generate_structured(responder, requests, max_retries=judge_retries)
+    judge_items, where = [], []
+    results: list[RewardResult | None] = [None] * len(asked)
+    for i, ((t, q, r), reply) in enumerate(zip(asked, replies, strict=True)):
+        text = reply.parsed.get("response") if reply.ok and isinstance(reply.parsed, dict) else None
+        if not isinstance(text, str):
+            results[i] = RewardResult(0.0, {"failure_kind": "response"}, f"query {q.id}: no reply "
+                                      f"({reply.error_kind or 'schema'}: {reply.error})")
+            continue
+        judge_items.append(PersonaJudgeItem(persona=persona_text(t.persona, s.persona_chars),
+                                            context=format_memories(r, s.memory_chars), response=text))
+        where.append(i)
+    for i, result in zip(where, judge_responses(judge, judge_items, judge_retries), strict=True):
+        results[i] = result
+    per: dict[int, list[RewardResult]] = {}
+    for (t, _, _), result in zip(asked, results, strict=True):
+        per.setdefault(id(t), []).append(result)
+    for t in trajectories:
+        judged = per[id(t)]
+        t.judged = judged
+        t.reward = RewardResult(statistics.fmean(r.score for r in judged),
+                                {"queries": len(judged), "failed": sum(r.failed for r in judged),
+                                 "steps": len(t.steps), "format_failures": sum(not st.format_ok for st in t.steps)})
+
+
+@dataclass(frozen=True)
+class StepSample:
+    """One chunk step as a training sample: its trajectory's reward and advantage, copied."""
+
+    id: str
+    group: str
+    trajectory: int
+    step: int
+    messages: list[dict[str, str]]
+    completion: str
+    reward: float
+    advantage: float
+
+
+def step_samples(trajectories: Sequence[Trajectory], scale: str = "std") -> list[StepSample]:
+    """Every step of every judged trajectory, with the trajectory's reward and its advantage over
+    the trajectories of the same history (computed once per trajectory, then copied, so a
+    longer trajectory does not weigh more in the group's mean and std)."""
+    missing = [f"{t.sample_id}#{t.index}" for t in trajectories if t.reward is None]
+    if missing:
+        raise ValueError(f"trajectories without a reward (judge them first): {missing}")
+    rewards = [t.reward.score for t in trajectories]
+    adv = group_advantages(rewards, [t.sample_id for t in trajectories], scale=scale).advantages.tolist()
+    return [StepSample(f"{t.sample_id}#{t.index}.{st.index}", t.sample_id, t.index, st.index, st.messages,
+                       st.completion, t.reward.score, a)
+            for t, a in zip(trajectories, adv, strict=True) for st in t.steps]
+
+
+__all__ = ["FRAMEWORK", "PolicyEngine", "RoleplayQuery", "Step", "StepSample", "Trajectory", "judge_trajectories",
+           "load_dualmem", "persona_of_prompt", "run_trajectory", "step_samples"]
