@@ -74,3 +74,45 @@ def test_reward_actors_answer_and_judge_from_the_rollouts_memory(ray_local, tmp_
     # 3 rollouts x (5 answers + 5 verdicts) (the junk one asked nothing); no question generated again
     outcomes = server.counters.snapshot()["outcomes"]
     assert sum(outcomes.values()) - generated == 3 * 5 * 2
+
+
+def test_grpo_runs_the_membuilder_qa_reward_in_its_loop(ray_local, tmp_path: Path, tiny_cache: Path, scripted,
+                                                         embedder, fault_server):
+    """The whole path: grpo-data's prompts (state, cached QA) -> rollouts of the tiny policy ->
+    the membuilder-qa reward pool (fault endpoint judge) -> ADRPO attribution -> update. The
+    random policy writes no valid ops, so every score is a real 0 (format failures), not a
+    failed reward."""
+    from mnemoray.config import load_config
+    from mnemoray.config.grpo import GRPOConfig
+    from mnemoray.distributed.train.grpo import run_grpo
+    from mnemoray.llm.registry import build_engine
+    from mnemoray.rl.environments.membuilder_qa import prepare_membuilder_qa
+    from repo_paths import REPO
+
+    memory = MemBuilderMemory(MemoryConfig(name="membuilder"), engine=scripted(script), embedder=embedder,
+                              max_retries=0)
+    memory.log.history_id = "h"
+    memory.ingest(Session(id="h:S1", timestamp="2023-05-01",
+                          turns=[Turn(id="h:S1#0", speaker="Sam", text="I walk Biscuit daily.", index=0)]))
+    build = tmp_path / "build"
+    build.mkdir()
+    write_jsonl(memory.log.entries, build / "trajectories.jsonl")
+    server = fault_server(FaultConfig())
+    engine_cfg = EngineConfig(engine="openai", model="fault-model", base_url=server.url, max_retries=0)
+    prompts, _, _ = prepare_membuilder_qa(build, build_engine(engine_cfg))
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"id": p.id, "prompt": list(p.messages), "data_source": p.data_source,
+                                        "ground_truth": p.ground_truth, "extra_info": p.extra_info}) + "\n"
+                            for p in prompts))
+    cfg = load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml", [
+        "name=mbqa", f"out={tmp_path}", f"model.tiny_cache_dir={tiny_cache}", f"environment.path={data}",
+        "ray.num_cpus=null", "reward.reward=membuilder-qa", f"reward.engine.base_url={server.url}",
+        "reward.engine.engine=openai", "reward.engine.model=fault-model", "rollout.n=2", "rollout.prompts_per_step=2",
+        "rollout.max_new_tokens=8", "schedule.steps=2", "schedule.save_every=2", "algorithm.attribution.alpha=4"])
+    result = run_grpo(cfg)
+    assert result.error is None, result.error
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert r["reward_failed"] == 0 and r["reward_mean"] == 0.0 and r["reward/format_failed"] == 1.0
+        assert r["attribution/dominant"] is None and r["attribution/invalid"] == 0

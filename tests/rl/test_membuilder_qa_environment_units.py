@@ -171,5 +171,15 @@ def test_grpo_data_with_a_qa_engine_generates_once(build, tmp_path: Path, fault_
     assert sum(server.counters.snapshot()["outcomes"].values()) == calls  # nothing generated again
     loaded, _ = load_prompts(out)
     assert all(p.extra_info["qa_settings"] == {"k": 4} and len(p.extra_info["qa"]) == 5 for p in loaded)
+    # as parquet the nested inputs travel as JSON text and score the same
+    table = tmp_path / "prompts.parquet"
+    res = CliRunner().invoke(app, [*args[:5], str(table), *args[6:]])
+    assert res.exit_code == 0, res.output
+    from_parquet, _ = load_prompts(table)
+    assert isinstance(from_parquet[0].extra_info["state_before"], str)
+    scorer = RewardScorer("membuilder-qa")
+    scored = scorer.score([RewardItem(p.id, p.data_source, p.ground_truth, p.ground_truth, p.extra_info)
+                           for p in (loaded[5], from_parquet[5])])
+    assert not scored[0].failed and scored[0].score == scored[1].score and scored[0].extras == scored[1].extras
     bad = CliRunner().invoke(app, [*args[:-1], "topk=3"])
     assert bad.exit_code != 0 and "unknown keys ['topk']" in bad.output

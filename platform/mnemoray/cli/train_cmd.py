@@ -158,6 +158,13 @@ def grpo_data_cmd(
     if out.suffix == ".parquet":
         from mnemoray.rl.verl import export_verl_parquet
 
+        if "qa" in summary:  # nested, differently shaped per agent: one JSON text column each
+            from dataclasses import replace
+
+            from mnemoray.rewards.dense_qa import JSON_KEYS
+
+            prompts = [replace(p, extra_info={k: json.dumps(v, ensure_ascii=False) if k in JSON_KEYS else v
+                                              for k, v in p.extra_info.items()}) for p in prompts]
         export_verl_parquet(prompts, tmp)
     else:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -24,13 +24,16 @@ Its score, per item:
    the resulting core block, other stores by ρ = rollout ops / expert ops, both as compact
    sorted JSON (the same unit).
 
+`format_failed` (0 / 1) is logged by GRPO as `reward/format_failed` (the failure rate).
 `attribution_counts` (by memory type) counts, over the correct answers, the items that
 served them: the notes the answerer cited ("judge", "f1") or the items holding the answer
 ("contains"). The GRPO controller turns them into ADRPO weights (`rl/step_batch.py`).
 
 Inputs come in `extra_info` (written by `mnemoray train grpo-data --environment membuilder
 --qa-engine ...`): memory_type, session_id, session_date, state_before, expert_ops,
-handles, qa, expert_length, and optionally qa_settings (fields of `DenseQASettings`).
+handles, qa, expert_length, and optionally qa_settings (fields of `DenseQASettings`); the
+nested ones may be JSON text (how grpo-data stores them in parquet, whose columns need
+one type per key).
 Registered as "membuilder-qa" (`needs_judge`, engine optional); the reward actors call
 `score_items(engine, items, max_retries)` on a batch, two engine calls per batch.
 """
@@ -38,6 +41,7 @@ Registered as "membuilder-qa" (`needs_judge`, engine optional); the reward actor
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
@@ -121,9 +125,24 @@ class DenseQAItem:
     settings: DenseQASettings = field(default_factory=DenseQASettings)
 
 
+JSON_KEYS = ("state_before", "expert_ops", "handles", "qa", "qa_settings")  # JSON text in parquet files
+
+
+def decoded(info: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """extra_info with the nested inputs read back from JSON text where a file stored them so."""
+    out = dict(info)
+    for key in JSON_KEYS:
+        if isinstance(out.get(key), str):
+            try:
+                out[key] = json.loads(out[key])
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: extra_info[{key!r}] is text but not JSON ({err.msg})") from None
+    return out
+
+
 def from_reward_item(item: Any) -> DenseQAItem:
     """A GRPO reward item as a dense-QA item; ValueError naming the missing or bad key."""
-    info = item.extra_info or {}
+    info = decoded(item.extra_info or {}, f"reward item {item.id}")
     where = f"reward item {item.id}"
     memory_type = info.get("memory_type")
     if memory_type not in AGENTS:
@@ -307,7 +326,7 @@ def score_items(engine: Any, items: Sequence[DenseQAItem], max_retries: int = 2)
             continue
         memory = build_memory(item)
         if not memory.format_ok:
-            results[i] = RewardResult(0.0, {"format_ok": False, "memory_type": item.memory_type,
+            results[i] = RewardResult(0.0, {"format_ok": False, "format_failed": 1, "memory_type": item.memory_type,
                                             "attribution_counts": {}})
             continue
         memories[i] = memory
@@ -341,7 +360,8 @@ def score_items(engine: Any, items: Sequence[DenseQAItem], max_retries: int = 2)
         for a in decided:
             for served in {it.id: it for it in a.served}.values():
                 counts[served.kind] = counts.get(served.kind, 0) + 1
-        extras: dict[str, Any] = {"format_ok": True, "memory_type": item.memory_type, "attribution_counts": counts,
+        extras: dict[str, Any] = {"format_ok": True, "format_failed": 0, "memory_type": item.memory_type,
+                                  "attribution_counts": counts,
                                   "qa_total": len(mine), "qa_failed": len(mine) - len(decided),
                                   "op_errors": memory.op_errors, "match": modes[i]}
         if not decided:
@@ -358,5 +378,5 @@ def score_items(engine: Any, items: Sequence[DenseQAItem], max_retries: int = 2)
     return [r for r in results if r is not None]
 
 
-__all__ = ["NAME", "DenseQAItem", "DenseQASettings", "Question", "build_memory", "from_reward_item", "holds_answer",
-           "score_items"]
+__all__ = ["JSON_KEYS", "NAME", "DenseQAItem", "DenseQASettings", "Question", "build_memory", "decoded",
+           "from_reward_item", "holds_answer", "score_items"]
