@@ -145,3 +145,51 @@ def test_a_build_log_loads_as_one_prompt_per_chunk_step(tmp_path: Path, scripted
     (tmp_path / "bad.jsonl").write_text("{nope\n")
     with pytest.raises(DatasetError, match=r"bad.jsonl: record line 1: malformed JSON"):
         ENVIRONMENTS.load("dualmem")(tmp_path / "bad.jsonl")
+
+
+def test_sampled_trajectories_give_a_trainable_batch_with_copied_advantages(tiny_model, scripted_engine, embedder):
+    """The tiny model as the policy (real sampler, real update): each chunk step keeps its
+    token ids, and one GRPO update runs on the steps with their trajectory's advantage."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mnemoray.rl.environments.dualmem import SamplerPolicy, step_batch
+    from mnemoray.rl.losses import GRPOLossConfig
+    from mnemoray.rl.rollout import HFSampler, SamplingSettings
+    from mnemoray.rl.update import TorchEngine, UpdatePlan, policy_update, score
+
+    sampler = HFSampler(str(tiny_model))
+    trajectories = [run_trajectory(history(), SamplerPolicy(sampler, SamplingSettings(max_new_tokens=6), seed=10 * i),
+                                   CONFIG, embedder, index=i) for i in range(2)]
+    for t in trajectories:
+        assert len(t.steps) == 3 and all(s.rollout is not None and s.rollout.text == s.completion for s in t.steps)
+        assert not any(s.format_ok for s in t.steps)  # a random model writes no extraction: memory stays empty
+    verdicts = iter([1.0, 1.0, 0.0, 0.0])  # trajectory 0's two replies, then trajectory 1's
+
+    def judge(request):
+        v = next(verdicts)
+        return {"reason": "", "factual_use": v, "logic_persona_fit": v, "value_safety": v}
+
+    judged(trajectories, scripted_engine, judge)
+    assert [t.reward.score for t in trajectories] == pytest.approx([1.0, 0.0])
+    samples = step_samples(trajectories)
+    batch = step_batch(samples, sampler.tokenizer.pad_token_id)
+    assert batch.extras["advantages"].tolist() == pytest.approx([0.7071] * 3 + [-0.7071] * 3, rel=1e-3)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model))
+    before = [p.detach().clone() for p in model.parameters()]
+    engine = TorchEngine(model, torch.optim.AdamW(model.parameters(), lr=1e-3), grad_accum=1)
+    engine.eval()
+    batch.extras["old_logp"] = score(engine, batch, 6)
+    engine.train()
+    metrics = policy_update(engine, batch, UpdatePlan(loss=GRPOLossConfig(), micro_batch_size=6), seed=0)
+    assert math.isfinite(metrics["loss"]) and metrics["tokens"] == sum(len(s.rollout.response_ids) for s in samples)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    with pytest.raises(ValueError, match="without token ids"):
+        step_batch(step_samples([judged_copy(trajectories[0])]), 0)
+
+
+def judged_copy(t):
+    """The trajectory with its steps' token ids dropped (as from a plain text policy)."""
+    from dataclasses import replace
+
+    return replace(t, steps=[replace(s, rollout=None) for s in t.steps])

@@ -19,8 +19,9 @@ Two ways in:
 - `run_trajectory` / `step_samples`: the online recurrence, the policy writing the memory
   it reads at the next step (plain Python: the policy is any `messages -> text` function;
   the memory code is the real `DualMemMemory`, so ops, dedup and insight refs are the
-  framework's own). The Ray GRPO controller samples single-turn prompts; driving these
-  multi-step trajectories from it is not wired yet.
+  framework's own). With a `SamplerPolicy` (a rollout sampler) each step keeps its token
+  ids and `step_batch` gives the update its batch. The Ray GRPO controller samples
+  single-turn prompts; driving these multi-step trajectories from it is not wired yet.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ import json
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -46,9 +47,12 @@ from mnemoray.memory.trajectory import TrajectoryLog
 from mnemoray.records import EvidenceQuery, History, Persona
 from mnemoray.rewards.persona_judge import PersonaJudgeItem, judge_responses
 from mnemoray.rewards.scoring import RewardResult
-from mnemoray.rl.advantages import group_advantages
 from mnemoray.rl.environments.membuilder import trajectory_file
 from mnemoray.rl.environments.prompts import RLPrompt
+
+if TYPE_CHECKING:  # torch stays unloaded until a sampler is used
+    from mnemoray.rl.rollout import SamplingSettings
+    from mnemoray.rl.sequences import Rollout
 
 FRAMEWORK = "dualmem"
 STEP_CALL = "dualmem/extract"
@@ -140,6 +144,24 @@ def load_dualmem(path: str | Path, skip_invalid: bool = False,
 
 # ---- online: recurrent trajectories written by the policy --------------------------------------
 
+class SamplerPolicy:
+    """A rollout sampler (`mnemoray.rl.rollout_registry`: hf, ...) as a step policy, one sample per
+    step; it keeps each step's `Rollout` (token ids) so the steps can be trained on."""
+
+    def __init__(self, sampler: Any, settings: SamplingSettings, seed: int = 0):
+        self.sampler, self.settings, self.seed = sampler, replace(settings, n=1), seed
+        self.rollouts: list[Rollout] = []
+
+    def __call__(self, messages: list[dict[str, str]]) -> str:
+        from mnemoray.rl.rollout import PromptInput
+
+        key = f"step{len(self.rollouts)}"
+        (rollout,) = self.sampler.generate([PromptInput(key, tuple(messages))], self.settings,
+                                           self.seed + len(self.rollouts))
+        self.rollouts.append(rollout)
+        return rollout.text
+
+
 class PolicyEngine:
     """The engine contract around a policy function, so `DualMemMemory` runs its own chunk loop."""
 
@@ -161,6 +183,7 @@ class Step:
     messages: list[dict[str, str]]  # the prompt: persona, memory so far, the chunk
     completion: str
     format_ok: bool  # the completion parsed as an extraction (else it changed nothing)
+    rollout: Rollout | None = None  # token ids, when the policy is a SamplerPolicy
 
 
 @dataclass
@@ -184,9 +207,15 @@ def run_trajectory(history: History, policy: Policy, config: MemoryConfig | None
     config = config or MemoryConfig(name=FRAMEWORK)
     log = TrajectoryLog(FRAMEWORK, history.id)
     memory = DualMemMemory(config, engine=PolicyEngine(policy), embedder=embedder, log=log, max_retries=0)
+    sampled = getattr(policy, "rollouts", None)
+    start = len(sampled) if isinstance(sampled, list) else 0
     memory.ingest_many(history.sessions, history.persona)
     steps = [Step(i, e["session_id"], e["messages"], e["raw_output"], e["error"] is None)
              for i, e in enumerate(x for x in log.entries if x["call"] == STEP_CALL)]
+    rollouts = sampled[start:] if isinstance(sampled, list) else []
+    if len(rollouts) == len(steps):  # one sample per step (no re-asks), in order
+        for step, rollout in zip(steps, rollouts, strict=True):
+            step.rollout = rollout
     return Trajectory(history.id, index, steps, memory, history.persona)
 
 
@@ -253,21 +282,34 @@ class StepSample:
     completion: str
     reward: float
     advantage: float
+    rollout: Rollout | None = None
 
 
 def step_samples(trajectories: Sequence[Trajectory], scale: str = "std") -> list[StepSample]:
     """Every step of every judged trajectory, with the trajectory's reward and its advantage over
     the trajectories of the same history (computed once per trajectory, then copied, so a
     longer trajectory does not weigh more in the group's mean and std)."""
+    from mnemoray.rl.advantages import group_advantages
+
     missing = [f"{t.sample_id}#{t.index}" for t in trajectories if t.reward is None]
     if missing:
         raise ValueError(f"trajectories without a reward (judge them first): {missing}")
     rewards = [t.reward.score for t in trajectories]
     adv = group_advantages(rewards, [t.sample_id for t in trajectories], scale=scale).advantages.tolist()
     return [StepSample(f"{t.sample_id}#{t.index}.{st.index}", t.sample_id, t.index, st.index, st.messages,
-                       st.completion, t.reward.score, a)
+                       st.completion, t.reward.score, a, st.rollout)
             for t, a in zip(trajectories, adv, strict=True) for st in t.steps]
 
 
-__all__ = ["FRAMEWORK", "PolicyEngine", "RoleplayQuery", "Step", "StepSample", "Trajectory", "judge_trajectories",
-           "load_dualmem", "persona_of_prompt", "run_trajectory", "step_samples"]
+def step_batch(samples: Sequence[StepSample], pad_id: int) -> Any:
+    """The steps as one GRPO token batch (`mnemoray.rl.update.worker_batch`), each with its copied advantage."""
+    from mnemoray.rl.update import worker_batch
+
+    missing = [s.id for s in samples if s.rollout is None]
+    if missing:
+        raise ValueError(f"steps without token ids (sample them with a SamplerPolicy): {missing[:5]}")
+    return worker_batch([s.rollout for s in samples], [s.advantage for s in samples], None, pad_id)
+
+
+__all__ = ["FRAMEWORK", "PolicyEngine", "RoleplayQuery", "SamplerPolicy", "Step", "StepSample", "Trajectory",
+           "judge_trajectories", "load_dualmem", "persona_of_prompt", "run_trajectory", "step_batch", "step_samples"]
