@@ -160,3 +160,19 @@ def test_settings_default_and_validation():
     assert DenseQASettings.from_info({"k": 3}).k == 3
     with pytest.raises(ValueError, match="match must be"):
         DenseQASettings.from_info({"match": "vibes"})
+
+
+def test_attribution_counts_feed_the_adrpo_weights(embedder):
+    from mnemoray.rl.step_batch import AttributionSettings, sample_attribution
+
+    # episodic writes the Lisbon note (serves q1) and sees Biscuit in semantic (q2): episodic 1, semantic 1;
+    # the no-op semantic and core rollouts keep only Biscuit findable: semantic 1 each -> semantic 3, episodic 1
+    items = [item(), item(json.dumps(EMPTY), "s", memory_type="semantic"),
+             item(json.dumps(EMPTY), "c", memory_type="core")]
+    results = score(items)
+    assert [r.extras["attribution_counts"] for r in results] == [{"episodic": 1, "semantic": 1}, {"semantic": 1},
+                                                                 {"semantic": 1}]
+    attribution, invalid = sample_attribution([r.extras for r in results], [i.extra_info for i in items],
+                                              AttributionSettings(alpha=4.0))
+    assert invalid == 0 and attribution.dominant == "semantic" and attribution.weights == [1.0, 4.0, 1.0]
+    assert attribution.totals == {"episodic": 1, "semantic": 3}
