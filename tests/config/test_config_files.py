@@ -22,7 +22,7 @@ def _rel(path: Path) -> str:
 
 
 def test_the_repository_ships_configs_of_every_kind():
-    assert len(CONFIG_FILES) >= 20 and len(SERVE_FILES) == 2
+    assert len(CONFIG_FILES) >= 20 and len(SERVE_FILES) >= 4
     assert {kind_of(p) for p in CONFIG_FILES} == set(KINDS) - {"eval-retrieval"}  # the suite covers retrieval
 
 
@@ -62,17 +62,23 @@ def test_cluster_presets_state_only_what_differs_from_their_local_twin(path: Pat
 
 
 @pytest.mark.parametrize("path", SERVE_FILES, ids=_rel)
-def test_serve_files_match_the_serve_schema_and_the_app_args(path: Path):
+def test_serve_files_match_the_serve_schema_and_the_app_args(path: Path, monkeypatch):
     from ray.serve.schema import ServeDeploySchema
-
-    from mnemoray.distributed.serve.llm_app import LLMAppConfig
 
     spec = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
     (app,) = spec.applications
-    assert app.import_path == "mnemoray.distributed.serve.llm_app:app_builder"
     module, attr = app.import_path.split(":")
     assert callable(getattr(__import__(module, fromlist=[attr]), attr))
     args = app.args
+    if app.import_path == "mnemoray.distributed.serve.memory_app:app_builder":
+        from mnemoray.distributed.serve.memory_app import check_args
+
+        monkeypatch.chdir(REPO)  # `serve run` is started from the repository root
+        check_args(args)  # the service config file it names loads
+        return
+    from mnemoray.distributed.serve.llm_app import LLMAppConfig
+
+    assert app.import_path == "mnemoray.distributed.serve.llm_app:app_builder"
     unknown = set(args) - set(LLMAppConfig.__dataclass_fields__)
     assert not unknown, f"{_rel(path)}: args {sorted(unknown)} are not LLM app settings"
     if args["engine"] == "hf":  # vllm is optional here: its check needs the package

@@ -68,3 +68,33 @@ def _engine_kwargs(text: str | None, engine: str, takes_kwargs: bool) -> dict | 
     if not takes_kwargs:
         fail(f"--engine-kwargs does not apply to --engine {engine}")
     return json_object(text, "--engine-kwargs")
+
+
+@app.command("memory")
+@friendly_errors
+def memory(
+    config: Path = typer.Option(..., help="service config, e.g. configs/serve/memory_local.yaml"),
+    port: int = typer.Option(None, help="HTTP port (default: the config's)"),
+    host: str = typer.Option(None, help="bind address (default: the config's)"),
+    address: str = typer.Option(None, help="Ray address to join (default: start local Ray)"),
+    override: list[str] = typer.Option(None, "--set", help="key=value settings of the config (repeatable)"),
+) -> None:
+    """Start the multi-tenant memory service (memory API, OpenAI-compatible chat); SIGTERM or Ctrl-C stops it."""
+    from mnemoray.config import load_config
+    from mnemoray.config.service import MemoryServiceConfig
+    from mnemoray.service.tenants import load_admin_key
+
+    extra = list(override or [])
+    if port is not None:
+        extra.append(f"port={port}")
+    if host is not None:
+        extra.append(f"host={host}")
+    cfg = load_config(MemoryServiceConfig, config, extra)
+    try:
+        load_admin_key(cfg.admin_key_file)
+    except ValueError as err:
+        fail(str(err))
+    from mnemoray.distributed.serve.memory_app import serve_memory_until_stopped
+
+    serve_memory_until_stopped(cfg, address, ready=lambda url: typer.echo(
+        f"memory service ({cfg.memory.name} for new tenants) at {url}; data in {cfg.data_dir} (Ctrl-C to stop)"))

@@ -22,7 +22,8 @@ from mnemoray.config.eval import (
 from mnemoray.config.grpo import GRPOConfig
 from mnemoray.config.llm import EngineConfig
 from mnemoray.config.memory import MemoryBuildConfig
-from mnemoray.config.synth import RoleMemoConfig
+from mnemoray.config.service import MemoryServiceConfig
+from mnemoray.config.synth import RealMemSynthConfig, RoleMemoConfig
 from mnemoray.config.train import SFTConfig
 
 # kind name -> model, for files anywhere (`--kind`)
@@ -36,6 +37,8 @@ KINDS: dict[str, type[BaseModel]] = {
     "eval-realmem-judge": RealMemJudgeConfig,
     "memory-build": MemoryBuildConfig,
     "synth-rolememo": RoleMemoConfig,
+    "synth-realmem": RealMemSynthConfig,
+    "serve-memory": MemoryServiceConfig,
     "train-sft": SFTConfig,
     "train-grpo": GRPOConfig,
 }
@@ -50,6 +53,8 @@ LAYOUT: list[tuple[str, str]] = [
     ("llm/*.yaml", "engine"),
     ("memory/*.yaml", "memory-build"),
     ("synth/rolememo_*.yaml", "synth-rolememo"),
+    ("synth/realmem_*.yaml", "synth-realmem"),
+    ("serve/memory_*.yaml", "serve-memory"),
     ("train/sft_*.yaml", "train-sft"),
     ("train/grpo_*.yaml", "train-grpo"),
 ]

@@ -75,10 +75,11 @@ def connect(path: Path) -> sqlite3.Connection:
 class TenantRegistry:
     """The tenant table; thread-safe (one connection behind a lock)."""
 
-    def __init__(self, data_dir: str | Path, admin_key: str):
+    def __init__(self, data_dir: str | Path, admin_key: str | None):
+        """`admin_key` None: no key is the admin's (the store deployment only reads tenants)."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._admin_hash = hash_key(admin_key)
+        self._admin_hash = hash_key(admin_key) if admin_key else None
         self._lock = threading.Lock()
         self._conn = connect(self.data_dir / "tenants.sqlite")
         self._conn.execute(
@@ -91,7 +92,7 @@ class TenantRegistry:
             self._conn.close()
 
     def is_admin(self, key: str | None) -> bool:
-        return key is not None and hmac.compare_digest(hash_key(key), self._admin_hash)
+        return key is not None and self._admin_hash is not None and hmac.compare_digest(hash_key(key), self._admin_hash)
 
     def tenant_dir(self, name: str) -> Path:
         return self.data_dir / "tenants" / name

@@ -1,0 +1,203 @@
+"""The memory service on a real local Ray Serve (127.0.0.1): tenancy bound to keys,
+bad input, deduplicated concurrent writes, export/import, the clients, and the OpenAI
+client's chat call answered with the tenant's memories (memory model: the fault
+endpoint as an OpenAI-compatible URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from mnemoray.client import AsyncMemoryClient, MemoryClient, MemoryServiceError
+from mnemoray.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "admin-key-for-tests-0123456789"
+DOG = [{"speaker": "user", "text": "I adopted a rescue dog named Max."},
+       {"speaker": "assistant", "text": "How is Max settling in?"},
+       {"speaker": "user", "text": "He loves long walks along the river."},
+       {"speaker": "assistant", "text": "That sounds lovely."}]
+JOB = [{"speaker": "user", "text": "My sister Lena works as a nurse in Lisbon."},
+       {"speaker": "assistant", "text": "Good to know."}]
+
+
+def call(method: str, url: str, key: str | None = None, body=None, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        text = err.read()
+        try:
+            return err.code, json.loads(text)
+        except ValueError:
+            return err.code, {"raw": text.decode("utf-8", "replace")}
+
+
+@pytest.fixture(scope="module")
+def service(ray_local, tmp_path_factory):
+    from ray import serve
+
+    from mnemoray.config.service import MemoryServiceConfig
+    from mnemoray.distributed.serve.memory_app import run_memory_app
+    from mnemoray.llm.fault_server import FaultConfig, FaultServer
+
+    folder = tmp_path_factory.mktemp("memory-service")
+    (folder / "admin.key").write_text(ADMIN)
+    fault = FaultServer(FaultConfig(models=["fault-model"]))
+    fault.start()
+    (folder / "llm.yaml").write_text(f"engine: openai\nmodel: fault-model\nbase_url: {fault.url}\nmax_retries: 0\n")
+    cfg = MemoryServiceConfig.model_validate({
+        "data_dir": str(folder / "data"), "admin_key_file": str(folder / "admin.key"), "port": free_port(),
+        "llm": str(folder / "llm.yaml"), "max_body_bytes": 4096, "retry_interval_s": 0.5,
+        "embedder": {"deployment": {"num_cpus": 0.25}}, "store": {"num_cpus": 0.25},
+        "model": {"deployment": {"num_cpus": 0.25}},
+    })
+    url = run_memory_app(cfg)
+    yield url
+    serve.shutdown()
+    fault.stop()
+
+
+def new_tenant(url: str, name: str, framework: str | None = None) -> str:
+    body = {"tenant": name} | ({"framework": framework} if framework else {})
+    status, out = call("POST", f"{url}/v1/admin/tenants", ADMIN, body)
+    assert status == 201, out
+    return out["api_key"]
+
+
+def test_health_and_admin_routes_need_the_admin_key(service):
+    assert call("GET", f"{service}/healthz") == (200, {"status": "ok"})
+    assert call("POST", f"{service}/v1/admin/tenants", None, {"tenant": "x"})[0] == 401
+    assert call("POST", f"{service}/v1/admin/tenants", "wrong-key", {"tenant": "x"})[0] == 401
+    key = new_tenant(service, "adm")
+    assert call("POST", f"{service}/v1/admin/tenants", key, {"tenant": "y"})[0] == 403  # a tenant key is no admin
+    assert call("POST", f"{service}/v1/admin/tenants", ADMIN, {"tenant": "adm"})[0] == 409
+    status, out = call("POST", f"{service}/v1/admin/tenants", ADMIN, {"tenant": "Bad Name!"})
+    assert status == 422 and "field 'tenant'" in out["error"]["message"]
+    assert call("DELETE", f"{service}/v1/admin/tenants/adm", ADMIN)[0] == 200
+    assert call("POST", f"{service}/v1/memories/search", key, {"query": "x"})[0] == 401  # its key died with it
+    assert call("DELETE", f"{service}/v1/admin/tenants/adm", ADMIN)[0] == 404
+
+
+def test_tenants_are_isolated_by_key_and_a_body_cannot_name_another(service):
+    key_a, key_b = new_tenant(service, "alice"), new_tenant(service, "bob")
+    status, added = call("POST", f"{service}/v1/sessions", key_a, {"session_id": "a1", "date": "1 May 2024",
+                                                                  "turns": DOG})
+    assert status == 200 and added["status"] == "done" and len(added["written"]) == 2
+    a = MemoryClient(service, key_a)
+    hits = a.search("what is my dog called?", k=2)
+    assert "Max" in hits[0]["text"] and hits[0]["session_id"] == "a1" and hits[0]["turn_ids"] == ["a1#t0", "a1#t1"]
+    mine = hits[0]["id"]
+    b = MemoryClient(service, key_b)
+    assert b.search("what is my dog called?", k=2) == []
+    assert b.get_all() == [] and b.export()["items"] == []
+    for method, path in (("GET", ""), ("GET", "/history"), ("DELETE", "")):
+        with pytest.raises(MemoryServiceError) as foreign:
+            b._call(method, f"/v1/memories/{mine.replace('#', '%23')}{path}")
+        with pytest.raises(MemoryServiceError) as missing:
+            b._call(method, f"/v1/memories/no-such-id{path}")
+        assert foreign.value.status == missing.value.status == 404
+        assert foreign.value.message.replace(mine, "X") == missing.value.message.replace("no-such-id", "X")
+    spoof = {"query": "dog", "user_id": "alice"}
+    status, out = call("POST", f"{service}/v1/memories/search", key_b, spoof)
+    assert status == 422 and "user_id" in out["error"]["message"]
+    status, _ = call("POST", f"{service}/v1/sessions", key_b, {"session_id": "b1", "turns": JOB, "user_id": "alice"})
+    assert status == 422 and [h["id"] for h in a.search("sister nurse Lisbon", 5)] == [h["id"] for h in hits]
+    for key in (None, "mr-not-a-key"):
+        assert call("POST", f"{service}/v1/memories/search", key, {"query": "dog"})[0] == 401
+        assert call("GET", f"{service}/v1/export", key)[0] == 401
+    status, out = call("POST", f"{service}/v1/memories/search", ADMIN, {"query": "dog"})
+    assert status == 403 and "admin key" in out["error"]["message"]
+    assert a.get(mine)["text"] == hits[0]["text"]
+
+
+def test_bad_input_answers_422_413_404_never_a_traceback(service):
+    key = new_tenant(service, "carol")
+    status, out = call("POST", f"{service}/v1/sessions", key, {"session_id": "c1", "turns": [{"speaker": "u"}]})
+    assert status == 422 and "turns.0.text" in out["error"]["message"]
+    status, out = call("POST", f"{service}/v1/memories/search", key, raw=b"{not json")
+    assert status == 422 and "JSON" in out["error"]["message"]
+    status, out = call("POST", f"{service}/v1/memories/search", key, {"query": "q", "k": 1000})
+    assert status == 422 and "field 'k'" in out["error"]["message"]
+    status, out = call("GET", f"{service}/v1/memories?limit=abc", key)
+    assert status == 422 and "field 'limit'" in out["error"]["message"]
+    big = {"session_id": "c2", "turns": [{"speaker": "u", "text": "x" * 5000}]}
+    status, out = call("POST", f"{service}/v1/sessions", key, big)
+    assert status == 413 and "4096" in out["error"]["message"]
+    status, out = call("POST", f"{service}/v1/import", key, {"format": "mnemoray-memory/1", "framework": "rag-hybrid",
+                                                             "version": 0, "snapshot": {"name": "rag-hybrid"},
+                                                             "items": [], "sessions": []})
+    assert status == 422 and "snapshot" in out["error"]["message"] and "Traceback" not in json.dumps(out)
+    status, out = call("POST", f"{service}/v1/chat/completions", key, {"model": "memory", "messages": []})
+    assert status == 422 and "messages" in out["error"]["message"]
+    assert call("GET", f"{service}/v1/sessions/none", key)[0] == 404
+
+
+def test_concurrent_adds_of_the_same_facts_leave_no_duplicates(service):
+    key = new_tenant(service, "dave")
+    client = MemoryClient(service, key)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: client.add(DOG, session_id=f"d{i % 6}", date="2 May 2024"), range(12)))
+    assert {r["status"] for r in results} == {"done"}
+    assert sum(r["duplicate"] for r in results) == 6  # the same session id twice is applied once
+    items = client.get_all()
+    assert len(items) == 2 and len({i["text"] for i in items}) == 2
+    assert sorted(items[0]["sessions"]) == [f"d{i}" for i in range(6)]
+    hits = client.search("dog Max", 5)
+    assert len(hits) == 2 and len({h["id"] for h in hits}) == 2
+
+
+def test_export_import_delete_and_history_through_the_clients(service):
+    src = MemoryClient(service, new_tenant(service, "erin"))
+    src.add(DOG, session_id="e1", date="3 May 2024")
+    src.add(JOB, session_id="e2", date="4 May 2024")
+    gone = src.search("sister nurse", 1)[0]["id"]
+    assert src.delete(gone) == {"id": gone, "deleted": True}
+    assert [h["event"] for h in src.history(gone)["history"]] == ["ADD", "DELETE"]
+    exported = src.export()
+    dst_key = new_tenant(service, "frank")
+    dst = MemoryClient(service, dst_key)
+    assert dst.import_(exported)["imported"]["sessions"] == 2
+    assert dst.get_all() == src.get_all() and len(dst.get_all()) == 2
+    assert dst.search("river walks", 3) == src.search("river walks", 3)
+
+    async def from_async() -> tuple[list, list]:
+        async with AsyncMemoryClient(service, dst_key) as client:
+            return await client.search("river walks", 3), await client.get_all(limit=1)
+
+    found, paged = asyncio.run(from_async())
+    assert found == src.search("river walks", 3) and paged == src.get_all()
+
+
+def test_the_openai_client_chats_with_the_tenants_memories(service):
+    key = new_tenant(service, "gina")
+    MemoryClient(service, key).add(DOG, session_id="g1", date="5 May 2024")
+    client = openai.OpenAI(base_url=f"{service}/v1", api_key=key, max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list().data] == ["memory"]
+    reply = client.chat.completions.create(model="memory", messages=[{"role": "user", "content": "Who is Max?"}])
+    assert reply.choices[0].message.content.strip().endswith("Who is Max?")  # the fault endpoint echoes
+    assert reply.model_extra["mnemoray"]["memories"][0].startswith("g1#")  # retrieved for the prompt
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{service}/v1", api_key="mr-bad", max_retries=0).chat.completions.create(
+            model="memory", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="other", messages=[{"role": "user", "content": "x"}])
+
+
+def test_an_llm_built_tenant_writes_through_the_batched_memory_model(service):
+    key = new_tenant(service, "hank", framework="dualmem")
+    out = MemoryClient(service, key).add(DOG, session_id="h1", date="6 May 2024")
+    assert out["status"] == "done" and out["ops"], out
+    assert MemoryClient(service, key).get_all()
