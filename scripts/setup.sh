@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Create .venv/ at the repo root and install mnemoray with its test tools.
-# Idempotent: a second run with the same pyproject.toml skips the install.
-# TORCH_SPEC picks the torch build (default: the CPU build torch==2.13.0; on a CUDA
-# machine use e.g. TORCH_SPEC="torch==2.13.0" with your CUDA index, or leave torch alone).
+# Create .venv/ at the repo root and install mnemoray with its test tools, pinned by
+# constraints/cpu.txt (through scripts/install.sh, the same recipe the Docker images use).
+# Idempotent: a second run with the same pyproject.toml, lock file and install script skips the install.
+# On a CUDA machine, install the GPU stack instead: bash scripts/install.sh constraints/gpu.txt dev,gpu --editable
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+LOCK="${MNEMORAY_LOCK:-constraints/cpu.txt}"
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $($PYTHON --version)"
@@ -16,15 +16,12 @@ fi
 . .venv/bin/activate
 
 stamp=".venv/.mnemoray-install"
-want="$(sha256sum pyproject.toml | cut -c1-16) $TORCH_SPEC"
+want="$(cat pyproject.toml "$LOCK" scripts/install.sh | sha256sum | cut -c1-16) $LOCK"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && python -c "import mnemoray" 2>/dev/null; then
   echo "[setup] .venv is up to date"
   exit 0
 fi
-echo "[setup] installing (first time takes a few minutes)"
-python -m pip install -q --upgrade pip
-# torch first and pinned, so nothing later pulls a CUDA build onto a CPU machine
-python -m pip install -q "$TORCH_SPEC"
-python -m pip install -q -e ".[dev]"
+echo "[setup] installing from $LOCK (first time takes a few minutes)"
+PYTHON=python bash scripts/install.sh "$LOCK" dev --editable
 echo "$want" > "$stamp"
 echo "[setup] done: $(python -c 'import mnemoray, ray, torch; print("mnemoray", mnemoray.__version__, "| ray", ray.__version__, "| torch", torch.__version__)')"
