@@ -60,7 +60,7 @@ def service(ray_local, tmp_path_factory):
     (folder / "llm.yaml").write_text(f"engine: openai\nmodel: fault-model\nbase_url: {fault.url}\nmax_retries: 0\n")
     cfg = MemoryServiceConfig.model_validate({
         "data_dir": str(folder / "data"), "admin_key_file": str(folder / "admin.key"), "port": free_port(),
-        "llm": str(folder / "llm.yaml"), "max_body_bytes": 4096, "retry_interval_s": 0.5,
+        "llm": str(folder / "llm.yaml"), "max_body_bytes": 65536, "retry_interval_s": 0.5,
         "embedder": {"deployment": {"num_cpus": 0.25}}, "store": {"num_cpus": 0.25},
         "model": {"deployment": {"num_cpus": 0.25}},
     })
@@ -133,9 +133,9 @@ def test_bad_input_answers_422_413_404_never_a_traceback(service):
     assert status == 422 and "field 'k'" in out["error"]["message"]
     status, out = call("GET", f"{service}/v1/memories?limit=abc", key)
     assert status == 422 and "field 'limit'" in out["error"]["message"]
-    big = {"session_id": "c2", "turns": [{"speaker": "u", "text": "x" * 5000}]}
+    big = {"session_id": "c2", "turns": [{"speaker": "u", "text": "x" * 70000}]}
     status, out = call("POST", f"{service}/v1/sessions", key, big)
-    assert status == 413 and "4096" in out["error"]["message"]
+    assert status == 413 and "65536" in out["error"]["message"]
     status, out = call("POST", f"{service}/v1/import", key, {"format": "mnemoray-memory/1", "framework": "rag-hybrid",
                                                              "version": 0, "snapshot": {"name": "rag-hybrid"},
                                                              "items": [], "sessions": []})
@@ -201,3 +201,24 @@ def test_an_llm_built_tenant_writes_through_the_batched_memory_model(service):
     out = MemoryClient(service, key).add(DOG, session_id="h1", date="6 May 2024")
     assert out["status"] == "done" and out["ops"], out
     assert MemoryClient(service, key).get_all()
+
+
+def test_retrieval_evaluation_through_the_service_equals_in_process(service, embedder, data_root):
+    """rag-hybrid on a LoCoMo conversation: the same per-query rows (retrieved ids, evidence,
+    metrics) whether the memory runs in process or behind the service, one tenant per history."""
+    from mnemoray.config import MemoryConfig
+    from mnemoray.eval.retrieval import evaluate_sample
+    from mnemoray.loaders import load_dataset
+    from mnemoray.memory.registry import build_memory
+    from mnemoray.service.remote import ServiceMemory
+
+    samples, errors = load_dataset("locomo", data_root / "locomo" / "locomo10_sample.json", False, 1,
+                                   where=lambda s: bool(s.queries))
+    assert samples and not errors
+    sample = samples[0].model_copy(update={"queries": samples[0].queries[:24]})
+    local = evaluate_sample(sample, lambda: build_memory(MemoryConfig(name="rag-hybrid"), embedder=embedder),
+                            ks=[1, 5, 10])
+    remote = evaluate_sample(sample, lambda: ServiceMemory.fresh(service, ADMIN, "rag-hybrid"), ks=[1, 5, 10])
+    assert len(local) == len(remote) == 24
+    assert [r["retrieved"] for r in remote] == [r["retrieved"] for r in local]
+    assert remote == local

@@ -1,0 +1,73 @@
+"""A running memory service as a `MemoryFramework` (one tenant), so the evaluation harness
+runs through the service exactly as it runs in process: sessions added in order, queries
+asked at their visible point, results mapped back to the dataset's turn ids.
+
+The service numbers turns itself (`<session>#t<i>`); this adapter remembers which dataset
+turn each one was, so evidence metrics compare like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from typing import Any
+
+from mnemoray.client import MemoryClient
+from mnemoray.memory.base import MemoryFramework
+from mnemoray.records import MemoryItem, MemoryOp, Persona, RetrievedItem, Session, make_turn_id
+
+
+def create_tenant(url: str, admin_key: str, tenant: str, framework: str | None = None) -> str:
+    """A new tenant on the service; returns its API key."""
+    body = {"tenant": tenant} | ({"framework": framework} if framework else {})
+    request = urllib.request.Request(f"{url.rstrip('/')}/v1/admin/tenants", data=json.dumps(body).encode(),
+                                     method="POST", headers={"Authorization": f"Bearer {admin_key}",
+                                                             "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["api_key"]
+
+
+class ServiceMemory(MemoryFramework):
+    name = "service"
+
+    def __init__(self, client: MemoryClient):
+        self.client = client
+        self._turns: dict[str, str] = {}  # service turn id -> the dataset's turn id
+
+    @classmethod
+    def fresh(cls, url: str, admin_key: str, framework: str | None = None, prefix: str = "eval") -> ServiceMemory:
+        """A memory on a new tenant of its own (one per history)."""
+        tenant = f"{prefix}-{uuid.uuid4().hex[:16]}"
+        return cls(MemoryClient(url, create_tenant(url, admin_key, tenant, framework)))
+
+    def ingest(self, session: Session, persona: Persona | None = None) -> list[MemoryOp]:
+        turns = []
+        for i, turn in enumerate(session.turns):
+            self._turns[make_turn_id(session.id, i)] = turn.id
+            turns.append({"speaker": turn.speaker or "?", "text": turn.text})
+        out = self.client.add(turns, session_id=session.id, date=session.timestamp,
+                              persona=persona.model_dump(include={"id", "name", "description", "facts"})
+                              if persona else None)
+        if out["status"] != "done":
+            raise RuntimeError(f"session {session.id}: {out['status']}: {out.get('error')}")
+        return [MemoryOp(op=w["event"], target_id=w["id"], session_id=session.id) for w in out["written"]]
+
+    def _item(self, row: dict[str, Any]) -> MemoryItem:
+        return MemoryItem(id=row["id"], text=row["text"], kind=row.get("kind", "chunk"), session_id=row["session_id"],
+                          turn_ids=[self._turns.get(t, t) for t in row["turn_ids"]], timestamp=row.get("timestamp"),
+                          metadata={"sessions": row.get("sessions", [])})
+
+    def retrieve(self, query: str, k: int) -> list[RetrievedItem]:
+        return [RetrievedItem(item=self._item(r), score=r["score"], rank=i)
+                for i, r in enumerate(self.client.search(query, min(k, 100)), start=1)]
+
+    def memory_items(self) -> list[MemoryItem]:
+        return [self._item(r) for r in self.client.get_all()]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"export": self.client.export(), "turns": dict(self._turns)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.client.import_(state["export"])
+        self._turns = dict(state["turns"])
