@@ -145,6 +145,7 @@ class RealMemRayConfig(RayClusterConfig):
         16, ge=1, description="personas one worker runs at once (each one sequential; their calls interleave)"
     )
     worker_cpus: float = Field(0.25, gt=0, description="CPUs reserved by one persona worker")
+    write_every: int = Field(64, ge=1, description="outcome rows a worker buffers per write (a crash loses these)")
 
 
 def _default_memory() -> MemoryConfig:

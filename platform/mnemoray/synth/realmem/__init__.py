@@ -9,4 +9,5 @@ fleet is `mnemoray.distributed.data.synth_realmem`; see docs/ARCHITECTURE.md.
     timecheck.py the time-control validator
     machine.py   one persona as a state machine: next requests out, replies in
     public.py    RealMem's `<Name>_dialogues_256k.json` format (writer and reader)
+    report.py    stats.json and report.md of a run
 """
