@@ -1,0 +1,82 @@
+"""Output locations: paths and URIs a job may write to, the refusal of a relative path inside a
+submitted Ray job (with what to pass instead), and the staging copy to a URI through pyarrow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mnemoray.outputs import JOB_CONFIG_ENV, OutputError, check_output, output_dir, submission_id
+
+JOB_ENV = {JOB_CONFIG_ENV: json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip"},
+                                       "metadata": {"job_submission_id": "raysubmit_abc"}})}
+
+
+def test_a_submitted_job_is_recognised_from_rays_job_config():
+    assert submission_id(JOB_ENV) == "raysubmit_abc"
+    assert submission_id({}) is None
+    assert submission_id({JOB_CONFIG_ENV: "not json"}) == "unknown"
+
+
+def test_a_relative_path_is_fine_on_a_laptop_and_refused_in_a_submitted_job():
+    assert check_output("runs/main", environ={}) == "runs/main"
+    with pytest.raises(OutputError) as err:
+        check_output("runs/main", key="out", environ=JOB_ENV)
+    message = str(err.value)
+    assert "out='runs/main'" in message and "raysubmit_abc" in message
+    assert "out=/mnt/shared/" in message and "s3://BUCKET/PREFIX" in message
+
+
+@pytest.mark.parametrize("target", ["/mnt/shared/runs", "s3://bucket/runs/main", "gs://bucket/p", "file:///tmp/x"])
+def test_absolute_paths_and_uris_pass_in_a_submitted_job(target: str):
+    assert check_output(target, environ=JOB_ENV) == target
+
+
+def test_a_uri_collapsed_by_a_path_field_is_repaired_and_bad_uris_are_named():
+    assert check_output(str(Path("s3://bucket/runs")), environ={}) == "s3://bucket/runs"
+    with pytest.raises(OutputError, match="names no bucket"):
+        check_output("s3:///runs", environ={})
+    with pytest.raises(OutputError, match="unsupported scheme 'ftp'"):
+        check_output("ftp://host/runs", key="--out", environ={})
+
+
+def test_a_uri_output_is_staged_locally_and_copied_there_on_success(tmp_path):
+    dest = tmp_path / "bucket" / "runs"
+    with output_dir(f"file://{dest}", environ=JOB_ENV) as local:
+        assert local != dest and local.is_dir()
+        (local / "locomo" / "rag-dense").mkdir(parents=True)
+        (local / "locomo" / "rag-dense" / "report.json").write_text('{"recall": 1}')
+        (local / "comparison.md").write_text("| table |\n")
+    assert (dest / "comparison.md").read_text() == "| table |\n"
+    assert json.loads((dest / "locomo" / "rag-dense" / "report.json").read_text()) == {"recall": 1}
+    assert not local.exists()
+
+
+def test_a_failed_job_copies_nothing(tmp_path):
+    dest = tmp_path / "bucket"
+    with pytest.raises(RuntimeError), output_dir(f"file://{dest}", environ={}) as local:
+        (local / "partial.json").write_text("{}")
+        raise RuntimeError("stage failed")
+    assert not dest.exists()
+
+
+def test_a_local_output_is_the_path_itself(tmp_path):
+    with output_dir(tmp_path / "out", environ={}) as local:
+        assert local == tmp_path / "out" and local.is_dir()
+
+
+def test_the_retrieval_job_refuses_a_relative_out_when_submitted(monkeypatch, capsys):
+    import importlib.util
+
+    from repo_paths import REPO
+
+    spec = importlib.util.spec_from_file_location("evaluate_retrieval_job", REPO / "jobs" / "evaluate_retrieval.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv(JOB_CONFIG_ENV, JOB_ENV[JOB_CONFIG_ENV])
+    assert job.main(["--config", "configs/eval/retrieval_local.yaml", "--out", "runs/main"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --out" not in err and "out='runs/main' is a relative path" in err
