@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(RetrievalSuiteConfig, args.config, args.overrides)
-        target = args.out if args.out is not None else str(cfg.out)
-        with output_dir(target) as local:
+        target, key = (args.out, "--out") if args.out is not None else (str(cfg.out), "out")
+        with output_dir(target, key=key) as local:
             run_suite(cfg.model_copy(update={"out": local}), Console(width=160))
         print(f"outputs: {target}")
     except (ConfigError, DatasetError, OutputError) as err:

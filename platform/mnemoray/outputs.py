@@ -59,12 +59,13 @@ def check_output(target: str | os.PathLike, *, key: str = "out", environ: Mappin
             raise OutputError(f"{key}={text!r} names no bucket (expected {scheme}://BUCKET/PREFIX)")
         return text
     job = submission_id(environ)
+    sep = " " if key.startswith("-") else "="  # `--out PATH` on a command line, `out=PATH` as an override
     if job is not None and not Path(text).is_absolute():
         raise OutputError(
-            f"{key}={text!r} is a relative path, and this runs as the submitted Ray job {job}: it would be "
+            f"{key}{sep}{text!r} is a relative path, and this runs as the submitted Ray job {job}: it would be "
             f"written inside Ray's temporary copy of the working directory on the driver's node, where you "
-            f"cannot find it. Pass an absolute path on storage every node sees ({key}=/mnt/shared/...) "
-            f"or a URI ({key}=s3://BUCKET/PREFIX, {key}=gs://BUCKET/PREFIX).")
+            f"cannot find it. Pass an absolute path on storage every node sees ({key}{sep}/mnt/shared/...) "
+            f"or a URI ({key}{sep}s3://BUCKET/PREFIX, {key}{sep}gs://BUCKET/PREFIX).")
     return text
 
 

@@ -79,4 +79,4 @@ def test_the_retrieval_job_refuses_a_relative_out_when_submitted(monkeypatch, ca
     monkeypatch.setenv(JOB_CONFIG_ENV, JOB_ENV[JOB_CONFIG_ENV])
     assert job.main(["--config", "configs/eval/retrieval_local.yaml", "--out", "runs/main"]) == 2
     err = capsys.readouterr().err
-    assert "error: --out" not in err and "out='runs/main' is a relative path" in err
+    assert "--out 'runs/main' is a relative path" in err and "--out /mnt/shared/" in err
