@@ -98,6 +98,13 @@ class RemoteEmbedder:
     def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
         self._dim: int | None = None
+        self._primed: dict[str, np.ndarray] = {}  # query vectors fetched on the event loop
+
+    def prime(self, text: str, vector: np.ndarray) -> None:
+        """Keep a vector the caller already has, so `encode([text])` returns it at once."""
+        if len(self._primed) > 4096:
+            self._primed.clear()
+        self._primed[text] = np.asarray(vector, dtype=np.float32)
 
     @property
     def dim(self) -> int:
@@ -109,7 +116,12 @@ class RemoteEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if len(texts) == 1:
-            return np.asarray([self.handle.encode.remote(texts[0]).result()], dtype=np.float32)
+            primed = self._primed.get(texts[0])
+            if primed is not None:
+                return primed[None, :]
+            vector = np.asarray(self.handle.encode.remote(texts[0]).result(), dtype=np.float32)
+            self.prime(texts[0], vector)
+            return vector[None, :]
         return np.asarray(self.handle.encode_many.remote(list(texts)).result(), dtype=np.float32)
 
 
@@ -175,7 +187,9 @@ class MemoryStore:
         self.cfg = MemoryServiceConfig.model_validate(cfg)
         self.data_dir = Path(self.cfg.data_dir)
         self.registry = TenantRegistry(self.data_dir, admin_key=None)
-        remote = RemoteEmbedder(embedder)
+        self.embedder = embedder
+        self.remote = remote = RemoteEmbedder(embedder)
+        self._embeds = {name for name in FRAMEWORKS.names() if FRAMEWORKS.spec(name).uses_embedder}
         engine = HandleEngine(model) if model is not None else None
 
         def make(name: str):
@@ -228,8 +242,14 @@ class MemoryStore:
         if op not in WRITES | READS:
             return 400, {"error": {"message": f"unknown operation {op}", "type": "invalid_request_error"}}
         try:
-            mem = await asyncio.to_thread(self._memory, tenant, framework)
+            mem = self._memories.get(tenant)
+            if mem is None:
+                mem = await asyncio.to_thread(self._memory, tenant, framework)
             fn = getattr(mem, op)
+            if op == "search" and framework in self._embeds:
+                # the query's vector on the event loop (batched with other callers), so the
+                # worker thread only ranks
+                self.remote.prime(args[0], await self.embedder.encode.remote(args[0]))
             if op in WRITES:
                 queue = self._queues.setdefault(tenant, asyncio.Lock())
                 async with queue:  # one write at a time per tenant, in arrival order
