@@ -21,6 +21,7 @@ from typing import Any
 from mnemoray.config import ConfigError, load_config
 from mnemoray.config.synth import RealMemSynthConfig, RoleMemoConfig
 from mnemoray.loaders import DatasetError
+from mnemoray.outputs import check_local_output
 
 
 def _rolememo(cfg: Any, **kw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     model, default, run = KINDS[args.kind]
     try:
         cfg = load_config(model, args.config or default, args.overrides)
+        check_local_output(cfg.out, why=": synthesis writes and resumes its parts in `out`")
         _, summary = run(
             cfg,
             progress=lambda stage, done, total: print(f"{stage}: {done}/{total or '?'}", file=sys.stderr),

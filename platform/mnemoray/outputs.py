@@ -69,6 +69,17 @@ def check_output(target: str | os.PathLike, *, key: str = "out", environ: Mappin
     return text
 
 
+def check_local_output(target: str | os.PathLike, *, key: str = "out", why: str = "",
+                       environ: Mapping[str, str] | None = None) -> Path:
+    """For jobs that resume from their output folder: a path (not a URI), refused when relative
+    inside a submitted job; `why` says why a URI cannot be used."""
+    text = check_output(target, key=key, environ=environ)
+    if is_uri(text):
+        raise OutputError(f"{key}={text!r}: this job needs a filesystem path{why} "
+                          f"(a shared mount such as /mnt/shared/..., or a bucket mounted there)")
+    return Path(text)
+
+
 @contextmanager
 def output_dir(target: str | os.PathLike, *, key: str = "out",
                environ: Mapping[str, str] | None = None) -> Iterator[Path]:

@@ -3,12 +3,29 @@ submitted Ray job (with what to pass instead), and the staging copy to a URI thr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from mnemoray.outputs import JOB_CONFIG_ENV, OutputError, check_output, output_dir, submission_id
+from mnemoray.outputs import (
+    JOB_CONFIG_ENV,
+    OutputError,
+    check_local_output,
+    check_output,
+    output_dir,
+    submission_id,
+)
+from repo_paths import REPO
+
+
+def _load_job(name: str):
+    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job
+
 
 JOB_ENV = {JOB_CONFIG_ENV: json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_1.zip"},
                                        "metadata": {"job_submission_id": "raysubmit_abc"}})}
@@ -68,15 +85,23 @@ def test_a_local_output_is_the_path_itself(tmp_path):
 
 
 def test_the_retrieval_job_refuses_a_relative_out_when_submitted(monkeypatch, capsys):
-    import importlib.util
-
-    from repo_paths import REPO
-
-    spec = importlib.util.spec_from_file_location("evaluate_retrieval_job", REPO / "jobs" / "evaluate_retrieval.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    job = _load_job("evaluate_retrieval")
     monkeypatch.chdir(REPO)
     monkeypatch.setenv(JOB_CONFIG_ENV, JOB_ENV[JOB_CONFIG_ENV])
     assert job.main(["--config", "configs/eval/retrieval_local.yaml", "--out", "runs/main"]) == 2
     err = capsys.readouterr().err
     assert "--out 'runs/main' is a relative path" in err and "--out /mnt/shared/" in err
+
+
+def test_a_resuming_job_takes_a_path_and_refuses_a_uri():
+    assert check_local_output("/mnt/shared/synth", environ=JOB_ENV) == Path("/mnt/shared/synth")
+    with pytest.raises(OutputError, match="needs a filesystem path: synthesis resumes"):
+        check_local_output("s3://bucket/synth", why=": synthesis resumes", environ={})
+
+
+def test_the_synthesis_job_refuses_a_relative_out_when_submitted(monkeypatch, capsys):
+    job = _load_job("synthesize")
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv(JOB_CONFIG_ENV, JOB_ENV[JOB_CONFIG_ENV])
+    assert job.main(["--config", "configs/synth/rolememo_local.yaml", "out=runs/synth"]) == 2
+    assert "out='runs/synth' is a relative path" in capsys.readouterr().err
