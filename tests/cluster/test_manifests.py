@@ -197,3 +197,41 @@ def test_the_launcher_schema_check_can_fail():
     del config["provider"]
     messages = [e.message for e in jsonschema.Draft7Validator(_ray_launcher_schema()).iter_errors(config)]
     assert any("provider" in m for m in messages) and any(re.search("'four'", m) for m in messages), messages
+
+
+def _absolute_paths(data: object) -> set[str]:
+    if isinstance(data, dict):
+        return set().union(*(_absolute_paths(v) for v in data.values())) if data else set()
+    if isinstance(data, list):
+        return set().union(*(_absolute_paths(v) for v in data)) if data else set()
+    if isinstance(data, str) and data.startswith("/") and " " not in data:
+        return {data}
+    return set()
+
+
+def _config_chain(path: Path) -> list[dict]:
+    """The file and the files its `base:` names, nearest first."""
+    chain = []
+    while path is not None:
+        data = yaml.safe_load(path.read_text()) or {}
+        chain.append(data)
+        path = path.parent / data["base"] if data.get("base") else None
+    return chain
+
+
+def _mounts(pod_spec: dict) -> list[str]:
+    return [m["mountPath"] for c in pod_spec["containers"] for m in c.get("volumeMounts", [])]
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _objects("RayJob")], ids=_rel)
+def test_every_absolute_path_a_rayjobs_config_uses_is_mounted_on_every_pod(path: Path):
+    [doc] = _docs(path)
+    _, config = _entry(doc)
+    used = set().union(*(_absolute_paths(d) for d in _config_chain(REPO / config)))
+    [(_, cluster)] = _objects("RayCluster")
+    pods = {"head": cluster["spec"]["headGroupSpec"]["template"]["spec"]}
+    pods |= {name: g["template"]["spec"] for name, g in _groups(cluster["spec"]).items()}
+    for pod, spec in pods.items():
+        mounts = _mounts(spec)
+        unmounted = sorted(p for p in used if not any(p == m or p.startswith(m.rstrip("/") + "/") for m in mounts))
+        assert not unmounted, f"{_rel(path)}: {config} uses {unmounted}, not mounted on the {pod} pods"
