@@ -222,3 +222,60 @@ def test_retrieval_evaluation_through_the_service_equals_in_process(service, emb
     assert len(local) == len(remote) == 24
     assert [r["retrieved"] for r in remote] == [r["retrieved"] for r in local]
     assert remote == local
+
+
+@pytest.fixture(scope="module")
+def faulty_service(service, tmp_path_factory):
+    """A second app of the same Serve instance (under /faulty) whose memory model is the
+    fault endpoint failing 20 % of requests, with no retries in the engine."""
+    from ray import serve
+
+    from mnemoray.config.service import MemoryServiceConfig
+    from mnemoray.distributed.serve.memory_app import build_memory_app
+    from mnemoray.llm.fault_server import FaultConfig, FaultServer
+
+    folder = tmp_path_factory.mktemp("faulty-service")
+    (folder / "admin.key").write_text(ADMIN)
+    fault = FaultServer(FaultConfig(models=["fault-model"], fault_rate=0.2, seed=3))
+    fault.start()
+    (folder / "llm.yaml").write_text(f"engine: openai\nmodel: fault-model\nbase_url: {fault.url}\nmax_retries: 0\n"
+                                     "structured_retries: 0\n")
+    cfg = MemoryServiceConfig.model_validate({
+        "data_dir": str(folder / "data"), "admin_key_file": str(folder / "admin.key"),
+        "llm": str(folder / "llm.yaml"), "retry_interval_s": 0.2, "max_attempts": 50,
+        "memory": {"name": "dualmem"},
+        "embedder": {"deployment": {"num_cpus": 0.25}}, "store": {"num_cpus": 0.25},
+        "model": {"deployment": {"num_cpus": 0.25}},
+    })
+    serve.run(build_memory_app(cfg), name="faulty", route_prefix="/faulty")
+    yield f"{service}/faulty", fault
+    serve.delete("faulty")
+    fault.stop()
+
+
+def test_memory_model_faults_leave_sessions_pending_then_retried_never_half_written(faulty_service):
+    import time
+
+    url, fault = faulty_service
+    client = MemoryClient(url, new_tenant(url, "ivy"))
+    sessions = {f"f{i}": [{"speaker": "user", "text": f"Fact {i}: I keep {i + 2} plants on the balcony."},
+                          {"speaker": "assistant", "text": "Lovely."}] for i in range(8)}
+    with ThreadPoolExecutor(8) as pool:
+        first = dict(zip(sessions, pool.map(lambda sid: client.add(sessions[sid], session_id=sid), sessions)))
+    assert {o["status"] for o in first.values()} <= {"done", "pending"}
+    waiting = {sid for sid, o in first.items() if o["status"] == "pending"}
+    for sid in waiting:  # failed now (the error says why) or queued behind one that did; nothing written
+        o = first[sid]
+        assert o["written"] == [] and (o["error"] if o["attempts"] else o["error"] is None)
+    assert any(first[sid]["error"] for sid in waiting) or not waiting
+    for sid in sessions:  # the retry loop finishes every session (bounded wait)
+        for _ in range(600):
+            if client.session(sid)["status"] == "done":
+                break
+            time.sleep(0.1)
+        assert client.session(sid)["status"] == "done", client.session(sid)
+    outcomes = fault.counters.snapshot()["outcomes"]
+    assert sum(n for k, n in outcomes.items() if k != "ok") > 0  # faults did happen
+    assert any(client.session(sid)["attempts"] > 1 for sid in sessions)  # and were retried
+    texts = [it["text"] for it in client.get_all()]
+    assert len(texts) == len(set(texts))
