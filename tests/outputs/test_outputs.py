@@ -105,3 +105,18 @@ def test_the_synthesis_job_refuses_a_relative_out_when_submitted(monkeypatch, ca
     monkeypatch.setenv(JOB_CONFIG_ENV, JOB_ENV[JOB_CONFIG_ENV])
     assert job.main(["--config", "configs/synth/rolememo_local.yaml", "out=runs/synth"]) == 2
     assert "out='runs/synth' is a relative path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("job", "config", "override", "key"), [
+    ("train_sft", "configs/train/sft_local.yaml", "out=runs/sft", "out"),
+    ("train_sft", "configs/train/sft_local.yaml", "storage_path=ray_storage", "storage_path"),
+    ("train_grpo", "configs/train/grpo_local.yaml", "out=runs/grpo", "out"),
+])
+def test_the_training_jobs_refuse_relative_outputs_when_submitted(job, config, override, key, monkeypatch, capsys):
+    entry = _load_job(job)
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv(JOB_CONFIG_ENV, JOB_ENV[JOB_CONFIG_ENV])
+    extra = ["out=/mnt/shared/runs"] if key != "out" else []
+    assert entry.main(["--config", config, override, *extra]) == 2
+    value = override.split("=", 1)[1]
+    assert f"{key}={value!r} is a relative path" in capsys.readouterr().err

@@ -17,6 +17,7 @@ def train_job_main(argv: list[str] | None, *, description: str, config_cls: type
                    extra_overrides: Callable[[argparse.Namespace], list[str]] | None = None) -> int:
     from mnemoray.config import ConfigError, load_config
     from mnemoray.loaders import DatasetError
+    from mnemoray.outputs import check_local_output
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path(default_config))
@@ -27,6 +28,10 @@ def train_job_main(argv: list[str] | None, *, description: str, config_cls: type
     overrides = list(args.overrides) + (extra_overrides(args) if extra_overrides is not None else [])
     try:
         cfg = load_config(config_cls, args.config, overrides)
+        # inside `ray job submit`, a relative path would land in Ray's temporary working-dir copy
+        check_local_output(cfg.out, why=": training writes metrics, plots and the HF export there")
+        if cfg.storage_path is not None:
+            check_local_output(cfg.storage_path, key="storage_path", why=" (checkpoints; resubmitting resumes from it)")
         result = run(cfg, log=lambda msg: print(msg, file=sys.stderr))
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
