@@ -385,8 +385,8 @@ class MemoryIngress:
             self._admin(request)
             if self.registry.get(name) is None:
                 raise not_found(f"tenant {name!r}")
+            self.registry.delete(name)  # first: its key stops working and no retry pass reopens it
             await self.store.drop.remote(name)
-            self.registry.delete(name)
             return _json(200, {"tenant": name, "deleted": True})
 
         return await self._guard(work)
