@@ -12,6 +12,12 @@ drawn per request (`--vary-strings`), so every check sees distinct texts; its an
 pass the LLM-judged checks, which keeps every stage loaded.
 
     python benchmarks/synth_scale.py [--personas 500,2000] [--target-tokens 256000] [--quick]
+
+`--kind realmem` runs `synth realmem` instead (default 50 and 200 personas x 3 projects,
+generated persona records with goals from RealMem's topics file): personas per minute,
+average in-flight / the fleet's maximum although every persona is sequential, driver peak RSS.
+
+    python benchmarks/synth_scale.py --kind realmem [--personas 50,200] [--latency-ms 100]
 """
 
 from __future__ import annotations
@@ -55,9 +61,85 @@ def one_run(args: argparse.Namespace) -> None:
                                   "totals": stats["totals"]}), flush=True)
 
 
+def write_personas(path: Path, n: int) -> Path:
+    """n persona records without goals (goals come from RealMem's topics file, 3 per persona)."""
+    jobs = ["nurse", "teacher", "welder", "chef", "student", "accountant", "pilot", "farmer"]
+    cities = ["Lyon", "Osaka", "Lagos", "Lima", "Pune", "Oslo", "Quito", "Perth"]
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"name": f"Person {i:05d}", "description": f"A {30 + i % 30}-year-old "
+                                f"{jobs[i % len(jobs)]} living in {cities[i // len(jobs) % len(cities)]}."}) + "\n")
+    return path
+
+
+def one_realmem_run(args: argparse.Namespace) -> None:
+    """Child process: one `synth realmem` run, a JSON line with wall time and peak RSS."""
+    import resource
+
+    from mnemoray.config import load_config
+    from mnemoray.config.synth import RealMemSynthConfig
+    from mnemoray.distributed.data.synth_realmem import run_realmem
+    from mnemoray.llm.tiny import ensure_tiny
+
+    tokenizer = ensure_tiny(Path(args.tiny_cache).expanduser(), arch="qwen2", seed=0)
+    personas = write_personas(Path(args.out + "_personas.jsonl"), args.n)
+    topics = REPO.parent / "shared" / "data" / "realmem" / "all_persona_topic" / "topic&goal&attr.json"
+    overrides = [f"out={args.out}", f"llm={args.llm}", "llm_overrides=[]", f"tokenizer={tokenizer}",
+                 f"personas={personas}", f"goals={topics}", "limit=null", f"target_tokens={args.target_tokens}",
+                 "plan.projects=3", "plan.phases=1", "plan.max_sessions_per_event=1", "dialogue.max_turns=8",
+                 f"ray.llm_actors={args.actors}", "ray.num_cpus=2", f"ray.workers={args.workers}",
+                 f"ray.personas_per_worker={args.per_worker}", "ray.write_every=256"]
+    cfg = load_config(RealMemSynthConfig, REPO / "configs" / "synth" / "realmem_local.yaml", overrides)
+    start = time.perf_counter()
+    stats = run_realmem(cfg)
+    wall = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps({"wall_s": wall, "peak_rss_mb": peak_mb, "histories": stats["histories"],
+                                  "sessions": stats["sessions"], "totals": stats["totals"]}), flush=True)
+
+
+def realmem_main(args: argparse.Namespace) -> None:
+    sizes = [int(n) for n in args.personas.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, fault_endpoint(args.latency_ms, "--vary-strings") as base:
+        llm = Path(tmp) / "llm.yaml"
+        llm.write_text(f"engine: openai\nmodel: fault-model\nbase_url: {base}/v1\nmax_in_flight: {args.max_in_flight}\n"
+                       "timeout_s: 60\nmax_retries: 3\nstructured_retries: 1\n")
+        for n in sizes:
+            server_stats(base, reset=True)
+            cmd = [sys.executable, __file__, "--kind", "realmem", "--one", str(n), "--out", str(Path(tmp) / f"rm{n}"),
+                   "--llm", str(llm), "--target-tokens", str(args.target_tokens), "--actors", str(args.actors),
+                   "--workers", str(args.workers), "--per-worker", str(args.per_worker),
+                   "--tiny-cache", args.tiny_cache]
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ})
+            line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"realmem run with {n} personas failed")
+            rows.append((n, json.loads(line[len("RESULT "):]), server_stats(base)["inflight"]))
+    configured = args.actors * args.max_in_flight
+    print(f"\nsynth realmem through the instant endpoint at {args.latency_ms:g} ms ({args.actors} client actors x "
+          f"max_in_flight {args.max_in_flight} = {configured}; {args.workers} workers x {args.per_worker} personas; "
+          f"3 projects per persona; target {args.target_tokens:,} tokens)")
+    print(f"{'personas':>8} {'wall s':>8} {'personas/min':>12} {'LLM calls':>10} {'calls/s':>8} {'avg in flight':>13} "
+          f"{'ratio':>6} {'driver peak RSS MB':>19} {'sessions':>8} {'median tokens':>14}")
+    for n, r, inf in rows:
+        calls = r["totals"]["llm_calls"]
+        print(f"{n:>8} {r['wall_s']:>8.1f} {n / r['wall_s'] * 60:>12.1f} {calls:>10} {calls / r['wall_s']:>8.1f} "
+              f"{inf['average']:>13.1f} {inf['average'] / configured:>6.2f} {r['peak_rss_mb']:>19.0f} "
+              f"{r['histories']['sessions']:>8} {r['histories']['median']:>14,}")
+    if len(rows) >= 2:
+        (n0, r0, _), (n1, r1, _) = rows[0], rows[-1]
+        print(f"driver peak RSS {n1} vs {n0} personas: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}x "
+              f"for {n1 / n0:.1f}x the personas")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--personas", default="500,2000")
+    parser.add_argument("--kind", choices=["rolememo", "realmem"], default="rolememo")
+    parser.add_argument("--personas", default=None, help="default: 500,2000 (rolememo), 50,200 (realmem)")
+    parser.add_argument("--workers", type=int, default=1, help="realmem: persona worker actors")
+    parser.add_argument("--per-worker", type=int, default=96, help="realmem: personas one worker runs at once")
     parser.add_argument("--target-tokens", type=int, default=256_000)
     parser.add_argument("--max-in-flight", type=int, default=128)
     parser.add_argument("--actors", type=int, default=1)
@@ -72,6 +154,15 @@ def main() -> None:
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--llm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.kind == "realmem":
+        args.personas = args.personas or "50,200"
+        if args.one is not None:
+            args.n = args.one
+            one_realmem_run(args)
+        else:
+            realmem_main(args)
+        return
+    args.personas = args.personas or "500,2000"
     if args.one is not None:
         args.n = args.one
         one_run(args)

@@ -263,3 +263,22 @@ def test_failed_calls_become_rejects_with_their_raw_text(persona, embedder):
     assert {r["reason"] for r in rejects["outlines"]} == {"llm_parse"}
     assert all(r["raw"] == "I cannot plan that" for r in rejects["outlines"])
     assert kept["histories"][0]["sessions"] == 0 and machine.finished
+
+
+# -- the command line's bad input ------------------------------------------------------------------
+
+def test_the_cli_names_bad_input_before_starting_anything(tmp_path):
+    from typer.testing import CliRunner
+
+    from mnemoray.cli.main import app
+    from repo_paths import REPO
+
+    bad = tmp_path / "people.jsonl"
+    bad.write_text(json.dumps({"description": "no name"}) + "\n")
+    base = ["synth", "realmem", "--config", str(REPO / "configs/synth/realmem_local.yaml"), "--out", str(tmp_path / "o"),
+            f"llm={REPO / 'configs/llm/openai_local.yaml'}", "llm_overrides=[]", f"tokenizer={tmp_path}"]
+    result = CliRunner().invoke(app, [*base, "--personas", str(bad)])
+    assert result.exit_code != 0
+    assert "no valid personas" in result.output and "line 1" in result.output and "'name'" in result.output
+    result = CliRunner().invoke(app, [*base, "dialogue.max_turns=4", "dialogue.min_turns=6", "plan.phasez=2"])
+    assert result.exit_code != 0 and "plan.phasez" in result.output and "max_turns" in result.output

@@ -116,6 +116,22 @@ class PersonaWorker:
                 write_state(self.cfg.out, pid, state)
 
     async def run(self, persona: dict[str, Any], resume: dict[str, Any]) -> dict[str, Any]:
+        """One persona to the end; a crash of its machine becomes a histories reject, not a failed job."""
+        try:
+            return await self._run(persona, resume)
+        except Exception as err:  # noqa: BLE001 - listed with the traceback; the other personas go on
+            import traceback
+
+            self.buffer["histories"].append({
+                "input_id": persona["id"], "persona_id": persona["id"], "kept": "[]", "calls": 0, "attempts": 0,
+                "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0,
+                "rejects": json.dumps([{"id": f"hist-{persona['id']}", "persona_id": persona["id"],
+                                        "reason": "persona_error", "detail": f"{type(err).__name__}: {err}",
+                                        "raw": traceback.format_exc()[-4000:]}])})
+            await self._flush(force=True)
+            return {"persona_id": persona["id"], "sessions": 0, "calls": 0, "error": str(err)}
+
+    async def _run(self, persona: dict[str, Any], resume: dict[str, Any]) -> dict[str, Any]:
         machine = PersonaMachine(persona, self.cfg, new_memory(self.cfg, self.embedder),
                                  Resume(done={k: set(v) for k, v in resume["done"].items()}, kept=resume["kept"],
                                         checkpoint=resume["checkpoint"]), self.count_tokens)
