@@ -275,8 +275,9 @@ def test_the_cli_names_bad_input_before_starting_anything(tmp_path):
 
     bad = tmp_path / "people.jsonl"
     bad.write_text(json.dumps({"description": "no name"}) + "\n")
-    base = ["synth", "realmem", "--config", str(REPO / "configs/synth/realmem_local.yaml"), "--out", str(tmp_path / "o"),
-            f"llm={REPO / 'configs/llm/openai_local.yaml'}", "llm_overrides=[]", f"tokenizer={tmp_path}"]
+    base = ["synth", "realmem", "--config", str(REPO / "configs/synth/realmem_local.yaml"),
+            "--out", str(tmp_path / "o"), f"llm={REPO / 'configs/llm/openai_local.yaml'}", "llm_overrides=[]",
+            f"tokenizer={tmp_path}"]
     result = CliRunner().invoke(app, [*base, "--personas", str(bad)])
     assert result.exit_code != 0
     assert "no valid personas" in result.output and "line 1" in result.output and "'name'" in result.output
