@@ -67,7 +67,8 @@ def test_layering(module, path):
             problems.append(f"line {line}: imports {imported} (only mnemoray.{RAY_LAYER} may import Ray)")
         if imported.startswith(f"mnemoray.{RAY_LAYER}") and layer == "core":
             problems.append(f"line {line}: the core imports the Ray layer ({imported})")
-        if imported.startswith("mnemoray.cli") and layer != "cli":
+        # the CLI package, not mnemoray.client (the memory service client, plain Python)
+        if (imported == "mnemoray.cli" or imported.startswith("mnemoray.cli.")) and layer != "cli":
             problems.append(f"line {line}: imports the CLI ({imported})")
     assert not problems, f"{path.relative_to(PACKAGE)}: " + "; ".join(problems)
 

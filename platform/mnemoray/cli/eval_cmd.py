@@ -40,13 +40,17 @@ def retrieval(
     memory_bank: Path = typer.Option(
         None, "--memory-bank", help="a folder written by `mnemoray memory build` (its banks/)"
     ),
+    service: str = typer.Option(
+        None, help="URL of a running `mnemoray serve memory`: run through it, one fresh tenant per history "
+        "(admin key from $MNEMORAY_ADMIN_KEY)"
+    ),
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. memory.index.recency_weight=1"),
 ) -> None:
     """Score a memory framework's evidence retrieval on a public dataset."""
     extra = flag_overrides({
         "dataset": dataset, "data": data, "out": out, "limit": limit, "memory_bank": memory_bank,
         "memory.name": memory, "memory.chunking": chunking, "ks": _ks(k) if k else None,
-        "ray.address": address, "skip_invalid": skip_invalid,
+        "ray.address": address, "skip_invalid": skip_invalid, "service": service,
     }) + list(overrides or [])
     cfg = load_config(RetrievalEvalConfig, config, extra)
     from mnemoray.distributed.data.retrieval_eval import run_retrieval_eval

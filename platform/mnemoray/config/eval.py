@@ -40,6 +40,10 @@ class RetrievalEvalConfig(RetrievalSettings):
     memory_bank: Path | None = Field(
         None, description="score a bank built by `mnemoray memory build` instead of building memory"
     )
+    service: str | None = Field(
+        None, description="URL of a running `mnemoray serve memory`: each history's memory lives there, on a "
+        "fresh tenant (admin key from $MNEMORAY_ADMIN_KEY)"
+    )
     out: Path = Path("runs/retrieval")
 
 

@@ -97,7 +97,7 @@ class HistoryEvaluator:
 
     def __init__(self, kind: str, memory: dict[str, Any], memory_bank: str | None, settings: dict[str, Any],
                  engines: dict[str, dict[str, Any]] | None = None, similarity: dict[str, Any] | None = None,
-                 torch_threads: int | None = None):
+                 torch_threads: int | None = None, service: dict[str, str] | None = None):
         if torch_threads:
             import torch
 
@@ -110,7 +110,7 @@ class HistoryEvaluator:
             raise ValueError(f"evaluation '{kind}' needs engines for {missing}")
         self.kind = kind
         self.run = load_target(spec.target)
-        self.source = MemorySource(MemoryConfig.model_validate(memory), memory_bank)
+        self.source = MemorySource(MemoryConfig.model_validate(memory), memory_bank, service)
         self.tools = EvalTools(settings=load_target(spec.settings)(**settings),
                                engines=self._engines({r: (engines or {})[r] for r in spec.roles}))
         if spec.encoder:

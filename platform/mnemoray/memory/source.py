@@ -15,17 +15,24 @@ from mnemoray.memory.registry import FRAMEWORKS, build_memory
 
 
 class MemorySource:
-    def __init__(self, config: MemoryConfig, memory_bank: str | Path | None = None):
+    def __init__(self, config: MemoryConfig, memory_bank: str | Path | None = None,
+                 service: dict[str, str] | None = None):
+        """`service`: {"url", "admin_key"} of a memory service holding the memories instead."""
         self.config = config
         self.memory_bank = Path(memory_bank) if memory_bank else None
+        self.service = service
         self.embedder = None
-        if self.memory_bank or FRAMEWORKS.spec(config.name).uses_embedder:
+        if service is None and (self.memory_bank or FRAMEWORKS.spec(config.name).uses_embedder):
             from mnemoray.index.embedder import Embedder
 
             self.embedder = Embedder.from_index_config(config.index)
 
     def factory(self, history_id: str) -> Callable[[], MemoryFramework]:
         """A fresh memory for one history (the bank's items of that history, if a bank is used)."""
+        if self.service is not None:
+            from mnemoray.service.remote import ServiceMemory
+
+            return lambda: ServiceMemory.fresh(self.service["url"], self.service["admin_key"], self.config.name)
         if self.memory_bank:
             from mnemoray.memory.bank import BankMemory, read_bank
 

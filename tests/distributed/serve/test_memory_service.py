@@ -203,25 +203,28 @@ def test_an_llm_built_tenant_writes_through_the_batched_memory_model(service):
     assert MemoryClient(service, key).get_all()
 
 
-def test_retrieval_evaluation_through_the_service_equals_in_process(service, embedder, data_root):
-    """rag-hybrid on a LoCoMo conversation: the same per-query rows (retrieved ids, evidence,
-    metrics) whether the memory runs in process or behind the service, one tenant per history."""
-    from mnemoray.config import MemoryConfig
-    from mnemoray.eval.retrieval import evaluate_sample
-    from mnemoray.loaders import load_dataset
-    from mnemoray.memory.registry import build_memory
-    from mnemoray.service.remote import ServiceMemory
+def test_eval_retrieval_cli_through_the_service_reports_the_in_process_figures(service, data_root, tmp_path,
+                                                                                monkeypatch):
+    """`mnemoray eval retrieval --service URL` (Ray Data workers, one fresh tenant per history)
+    writes the same per-query rows and metrics as the in-process run (rag-hybrid)."""
+    from typer.testing import CliRunner
 
-    samples, errors = load_dataset("locomo", data_root / "locomo" / "locomo10_sample.json", False, 1,
-                                   where=lambda s: bool(s.queries))
-    assert samples and not errors
-    sample = samples[0].model_copy(update={"queries": samples[0].queries[:24]})
-    local = evaluate_sample(sample, lambda: build_memory(MemoryConfig(name="rag-hybrid"), embedder=embedder),
-                            ks=[1, 5, 10])
-    remote = evaluate_sample(sample, lambda: ServiceMemory.fresh(service, ADMIN, "rag-hybrid"), ks=[1, 5, 10])
-    assert len(local) == len(remote) == 24
-    assert [r["retrieved"] for r in remote] == [r["retrieved"] for r in local]
-    assert remote == local
+    from mnemoray.cli.main import app
+
+    monkeypatch.setenv("MNEMORAY_ADMIN_KEY", ADMIN)
+    base = ["eval", "retrieval", "--dataset", "locomo", "--data", str(data_root / "locomo" / "locomo10_sample.json"),
+            "--memory", "rag-hybrid", "--k", "1,5,10", "--limit", "1"]
+    tail = ["ray.workers=1", "ray.cpus_per_worker=0.5"]
+    runs = {}
+    for name, extra in (("local", []), ("service", ["--service", service])):
+        result = CliRunner().invoke(app, [*base, *extra, "--out", str(tmp_path / name), *tail])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        metrics.pop("config", None)
+        rows = (tmp_path / name / "per_query.jsonl").read_text().splitlines()
+        runs[name] = (metrics, rows)
+    assert runs["service"][1] == runs["local"][1] and len(runs["local"][1]) > 0
+    assert runs["service"][0] == runs["local"][0]
 
 
 @pytest.fixture(scope="module")

@@ -55,4 +55,18 @@ def evaluator_kwargs(kind: str, cfg: Any, settings: dict[str, Any], engines: dic
     return {"kind": kind, "memory": cfg.memory.model_dump(mode="json"),
             "memory_bank": str(cfg.memory_bank) if cfg.memory_bank else None, "settings": settings,
             "engines": engines or {}, "similarity": similarity,
-            "torch_threads": getattr(cfg, "torch_threads", None)}
+            "torch_threads": getattr(cfg, "torch_threads", None), "service": _service(cfg)}
+
+
+def _service(cfg: Any) -> dict[str, str] | None:
+    """The memory service an evaluation runs through (`service:`), with the admin key read here."""
+    url = getattr(cfg, "service", None)
+    if not url:
+        return None
+    from mnemoray.config import ConfigError
+    from mnemoray.service.tenants import load_admin_key
+
+    try:
+        return {"url": url, "admin_key": load_admin_key(None)}
+    except ValueError as err:
+        raise ConfigError(f"key 'service': {err}") from None
