@@ -155,6 +155,7 @@ def run_machine(persona, cfg, embedder, script, memory=None):
     engine = ScriptedEngine(script)
     machine = drive(PersonaMachine(persona, cfg, memory or new_memory(cfg, embedder)), engine)
     rows = machine.drain()
+    machine.rows = rows
     by_stage: dict[str, list] = {}
     for stage, row in rows:
         by_stage.setdefault(stage, []).append(row)
@@ -196,6 +197,13 @@ def test_a_scripted_persona_goes_through_every_stage_in_time_order(persona, embe
     (sample,) = list(iter_realmem(path))
     assert len(sample.history.sessions) == len(sessions) and len(sample.queries) == queries
     assert kept["histories"][0]["queries"] == queries
+    # every call is counted once, by the stage that made it
+    calls = {s: sum(row["calls"] for st, row in machine.rows if st == s) for s in ("sessions", "memory", "outlines")}
+    assert sum(calls.values()) + sum(row["calls"] for st, row in machine.rows if st not in calls) == len(engine.seen)
+    assert calls["outlines"] == 2
+    assert calls["sessions"] == sum(1 for r in engine.seen if r.id.startswith("sessions:"))
+    assert calls["memory"] == sum(1 for r in engine.seen if r.metadata.get("stage") == "memory" or
+                                  r.metadata.get("call", "").startswith("realmem/"))
 
 
 def test_the_goal_evaluator_ends_a_session_after_the_minimum_turns(persona, embedder):

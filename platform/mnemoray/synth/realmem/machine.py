@@ -293,7 +293,9 @@ class PersonaMachine:
             return None
         public = {"session_identifier": plan["identifier"], "session_uuid": uuid,
                   "current_time": plan["current_time"], "dialogue_turns": turns, "extracted_memory": []}
+        dialogue_usage, self._usage = self._usage, collections.Counter()  # the memory row counts its own calls
         public["extracted_memory"] = yield from self._remember(plan, public, project)
+        self._usage += dialogue_usage
         record = {"id": uuid, "persona_id": self.pid, "project_id": plan["project_id"], "order": plan["order"],
                   "day": plan["day"], "public": public, "turns": len(turns), "end_reason": end,
                   "progress": progress, "attempts": attempt + 1, "regenerated_for": [r for r, _ in flagged],
