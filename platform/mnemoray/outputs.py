@@ -81,10 +81,14 @@ def check_local_output(target: str | os.PathLike, *, key: str = "out", why: str 
 
 
 @contextmanager
-def output_dir(target: str | os.PathLike, *, key: str = "out",
+def output_dir(target: str | os.PathLike, *, key: str = "out", resume: bool = False,
                environ: Mapping[str, str] | None = None) -> Iterator[Path]:
     """A local folder to write the outputs in: the path itself, or for a URI a staging folder
-    copied to the URI (pyarrow.fs.copy_files) when the block ends without an error."""
+    copied to the URI (pyarrow.fs.copy_files) when the block ends without an error.
+
+    `resume=True` is for jobs that skip work already in their output folder: the URI's current
+    contents are copied into the staging folder first, and what the run finished is copied back
+    even when it fails, so a resubmit with the same URI resumes instead of starting over."""
     text = check_output(target, key=key, environ=environ)
     if not is_uri(text):
         path = Path(text)
@@ -92,11 +96,18 @@ def output_dir(target: str | os.PathLike, *, key: str = "out",
         yield path
         return
     staging = Path(tempfile.mkdtemp(prefix="mnemoray-out-"))
+    finished = False
     try:
+        if resume:
+            download(text, staging)
         yield staging
-        upload(staging, text)
+        finished = True
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            if finished or resume:
+                upload(staging, text)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def upload(local: Path, uri: str) -> None:
@@ -106,3 +117,15 @@ def upload(local: Path, uri: str) -> None:
     filesystem, root = fs.FileSystem.from_uri(uri)
     filesystem.create_dir(root, recursive=True)
     fs.copy_files(str(local), root, source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesystem)
+
+
+def download(uri: str, local: Path) -> bool:
+    """Copy the tree at `uri` into `local`; False when nothing is there yet."""
+    from pyarrow import fs
+
+    filesystem, root = fs.FileSystem.from_uri(uri)
+    if filesystem.get_file_info(root).type != fs.FileType.Directory:
+        return False
+    local.mkdir(parents=True, exist_ok=True)
+    fs.copy_files(root, str(local), source_filesystem=filesystem, destination_filesystem=fs.LocalFileSystem())
+    return True

@@ -235,3 +235,21 @@ def test_every_absolute_path_a_rayjobs_config_uses_is_mounted_on_every_pod(path:
         mounts = _mounts(spec)
         unmounted = sorted(p for p in used if not any(p == m or p.startswith(m.rstrip("/") + "/") for m in mounts))
         assert not unmounted, f"{_rel(path)}: {config} uses {unmounted}, not mounted on the {pod} pods"
+
+
+@pytest.mark.parametrize(("script", "kinds"), [("jobs/evaluate.py", "evaluation_kinds"),
+                                               ("jobs/build_memory.py", "build_kinds")])
+def test_every_kind_of_a_job_entry_has_a_rayjob_on_its_cluster_preset(script: str, kinds: str):
+    from mnemoray.distributed import jobs
+
+    table = getattr(jobs, kinds)()
+    submitted: dict[str, Path] = {}
+    for _, doc in _objects("RayJob"):
+        argv = shlex.split(doc["spec"]["entrypoint"])
+        if argv[1] == script:
+            kind = argv[argv.index("--kind") + 1] if "--kind" in argv else next(iter(table))
+            submitted[kind] = _entry(doc)[1]
+    missing = set(table) - set(submitted) - ({"suite"} if script == "jobs/evaluate.py" else set())
+    assert not missing, f"{script}: kinds without a RayJob in cluster/kuberay/: {sorted(missing)}"
+    for kind, config in submitted.items():
+        assert config == Path(table[kind].default_config), f"{script} --kind {kind}: RayJob runs {config}"

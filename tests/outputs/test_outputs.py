@@ -120,3 +120,51 @@ def test_the_training_jobs_refuse_relative_outputs_when_submitted(job, config, o
     assert entry.main(["--config", config, override, *extra]) == 2
     value = override.split("=", 1)[1]
     assert f"{key}={value!r} is a relative path" in capsys.readouterr().err
+
+
+def test_a_resumable_uri_output_starts_from_what_is_there_and_keeps_a_failed_runs_work(tmp_path):
+    dest = tmp_path / "bucket" / "memory"
+    (dest / "snapshots").mkdir(parents=True)
+    (dest / "snapshots" / "h1.json").write_text('{"done": 1}')
+    with pytest.raises(RuntimeError), output_dir(f"file://{dest}", resume=True, environ=JOB_ENV) as local:
+        assert (local / "snapshots" / "h1.json").read_text() == '{"done": 1}'  # copied down: h1 is skipped
+        (local / "snapshots" / "h2.json").write_text('{"done": 2}')
+        raise RuntimeError("killed while building h3")
+    assert sorted(p.name for p in (dest / "snapshots").iterdir()) == ["h1.json", "h2.json"]
+    with output_dir(f"file://{dest}", resume=True, environ=JOB_ENV) as local:  # a resubmit sees both
+        assert sorted(p.name for p in (local / "snapshots").iterdir()) == ["h1.json", "h2.json"]
+
+
+def test_a_resumable_uri_output_that_does_not_exist_yet_starts_empty(tmp_path):
+    dest = tmp_path / "new"
+    with output_dir(f"file://{dest}", resume=True, environ={}) as local:
+        assert list(local.iterdir()) == []
+        (local / "summary.json").write_text("{}")
+    assert (dest / "summary.json").is_file()
+
+
+@pytest.mark.parametrize(("job", "argv"), [
+    ("build_memory", ["--config", "configs/memory/dualmem_local.yaml"]),
+    ("evaluate", ["--kind", "rolememo", "--config", "configs/eval/rolememo_local.yaml"]),
+    ("evaluate", ["--kind", "qa", "--config", "configs/eval/qa_local.yaml"]),
+    ("evaluate", ["--kind", "roleplay", "--config", "configs/eval/roleplay_local.yaml"]),
+    ("evaluate", ["--kind", "realmem-judge", "--config", "configs/eval/realmem_judge_local.yaml"]),
+    ("evaluate", ["--kind", "suite", "--config", "configs/eval/retrieval_local.yaml"]),
+])
+def test_every_output_job_refuses_a_relative_out_when_submitted(job, argv, monkeypatch, capsys):
+    entry = _load_job(job)
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv(JOB_CONFIG_ENV, JOB_ENV[JOB_CONFIG_ENV])
+    assert entry.main(argv) == 2  # the presets' out is relative (runs/...)
+    err = capsys.readouterr().err
+    assert "is a relative path, and this runs as the submitted Ray job raysubmit_abc" in err, err
+    assert "out=/mnt/shared/" in err and "s3://BUCKET/PREFIX" in err
+    assert entry.main([*argv, "--out", "runs/x"]) == 2
+    assert "--out 'runs/x' is a relative path" in capsys.readouterr().err
+
+
+def test_an_output_job_names_a_bad_config_key_and_exits_2(monkeypatch, capsys):
+    entry = _load_job("evaluate")
+    monkeypatch.chdir(REPO)
+    assert entry.main(["--kind", "rolememo", "--config", "configs/eval/rolememo_local.yaml", "nonsense_key=1"]) == 2
+    assert "nonsense_key" in capsys.readouterr().err
