@@ -4,9 +4,10 @@ the one-history-per-task Ray Data pattern the evaluation and build jobs share.""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mnemoray.config.ray import RayClusterConfig, RayConfig
@@ -20,6 +21,21 @@ WORKER_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 
+# Set by Ray's job supervisor in a submitted job's entrypoint (as in mnemoray.outputs).
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def worker_runtime_env(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """The runtime_env a driver passes to `ray.init`: WORKER_ENV, less the variables a submitted
+    job's own runtime_env already sets (Ray refuses to merge a job's and a driver's runtime_env
+    that set the same variable, and the job's value is the one the user chose)."""
+    raw = (os.environ if environ is None else environ).get(JOB_CONFIG_ENV)
+    taken: set[str] = set()
+    if raw:
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            taken = set((json.loads(raw).get("runtime_env") or {}).get("env_vars") or {})
+    return {"env_vars": {k: v for k, v in WORKER_ENV.items() if k not in taken}}
+
 
 @contextlib.contextmanager
 def ray_session(cfg: RayClusterConfig) -> Iterator[None]:
@@ -32,7 +48,7 @@ def ray_session(cfg: RayClusterConfig) -> Iterator[None]:
     started = False
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        kwargs = {"ignore_reinit_error": True, "runtime_env": {"env_vars": WORKER_ENV}}
+        kwargs = {"ignore_reinit_error": True, "runtime_env": worker_runtime_env()}
         if cfg.address or os.environ.get("RAY_ADDRESS"):
             # joining a cluster (or running inside `ray job submit`): resources are the cluster's
             ray.init(address=cfg.address, **kwargs)

@@ -224,9 +224,9 @@ def serve_until_stopped(cfg: LLMAppConfig, port: int, host: str, address: str | 
     shut Serve and Ray down (what `mnemoray serve llm` runs)."""
     import ray
 
-    from mnemoray.distributed.runtime import WORKER_ENV
+    from mnemoray.distributed.runtime import worker_runtime_env
 
-    ray.init(address=address, ignore_reinit_error=True, runtime_env={"env_vars": WORKER_ENV})
+    ray.init(address=address, ignore_reinit_error=True, runtime_env=worker_runtime_env())
     # Right after ray.init (which installs Ray's own fatal-signal handler, aborting on
     # SIGTERM) and before the app deploys: the HTTP proxy answers before serve.run
     # returns, and a SIGTERM sent then (a job runner stopping us) must still shut down

@@ -593,9 +593,9 @@ def serve_memory_until_stopped(cfg: MemoryServiceConfig, address: str | None, re
     until SIGTERM or Ctrl-C, then shut Serve and Ray down (as `serve llm` does)."""
     import ray
 
-    from mnemoray.distributed.runtime import WORKER_ENV
+    from mnemoray.distributed.runtime import worker_runtime_env
 
-    ray.init(address=address, ignore_reinit_error=True, runtime_env={"env_vars": WORKER_ENV})
+    ray.init(address=address, ignore_reinit_error=True, runtime_env=worker_runtime_env())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # after ray.init: see llm_app.serve_until_stopped
     try:
