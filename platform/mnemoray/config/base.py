@@ -8,6 +8,7 @@ and merges this file's keys over it, section by section. Lists and scalars repla
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 T = TypeVar("T", bound=BaseModel)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+# $MNEMORAY_DATA when set: a submitted Ray job imports the package from Ray's copy of it, where
+# ../shared/data does not exist (set it on the nodes or in the job's runtime_env env_vars).
+DEFAULT_DATA_ROOT = Path(os.environ.get("MNEMORAY_DATA") or REPO_ROOT.parent / "shared" / "data")
 BASE_KEY = "base"
 
 
@@ -94,7 +97,7 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
 
 
 def resolve_data_root(data: Any) -> Any:
-    """`${data_root}` in strings means ../shared/data next to the repository."""
+    """`${data_root}` in strings means $MNEMORAY_DATA, else ../shared/data next to the repository."""
     if isinstance(data, str) and "${data_root}" in data:
         return data.replace("${data_root}", str(DEFAULT_DATA_ROOT))
     if isinstance(data, dict):

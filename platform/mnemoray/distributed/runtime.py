@@ -70,8 +70,9 @@ def ray_session(cfg: RayClusterConfig) -> Iterator[None]:
 def map_one_per_task(rows: list[dict[str, Any]], actor: type, constructor_kwargs: dict[str, Any], cfg: RayConfig):
     """A Ray Data pipeline with one row per task (a whole history) through a pool of `actor`s.
 
-    Actors keep heavy state (models, engines) across tasks; the pool never exceeds the
-    number of rows, and each actor gets the configured CPUs/GPUs.
+    Actors keep heavy state (models, engines) across tasks; the pool autoscales between
+    `min_workers` and `workers`, never beyond the number of rows, and each actor gets the
+    configured CPUs/GPUs.
     """
     import ray
 
@@ -80,7 +81,10 @@ def map_one_per_task(rows: list[dict[str, Any]], actor: type, constructor_kwargs
         actor,
         fn_constructor_kwargs=constructor_kwargs,
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(cfg.workers, len(rows))),
+        # one history in flight per actor: a whole history is heavy, and queueing several on one
+        # actor would leave the others (and the nodes the autoscaler adds for them) idle
+        compute=ray.data.ActorPoolStrategy(min_size=min(cfg.min_workers, len(rows)),
+                                           max_size=min(cfg.workers, len(rows)), max_tasks_in_flight_per_actor=1),
         num_cpus=cfg.cpus_per_worker,
         num_gpus=cfg.gpus_per_worker or None,
     )

@@ -44,7 +44,7 @@ def run_histories(cfg: RoleMemoConfig, personas: frozenset[str], progress: Progr
     ds = ds.groupby("persona_id").map_groups(
         AssembleHistories, batch_format="pyarrow",
         fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "pool": pool, "personas_path": str(persona_files[0])},
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cfg.ray.workers)))
+        compute=ray.data.ActorPoolStrategy(min_size=cfg.ray.min_workers, max_size=max(1, cfg.ray.workers)))
     info["finished"] = drain(ds, store, cfg, len(pending), progress)
     info["wall_s"] = round(time.perf_counter() - started, 3)
     store.log_run(info)

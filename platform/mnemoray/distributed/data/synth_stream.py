@@ -145,7 +145,7 @@ def run_stream(cfg: RoleMemoConfig, engine: EngineConfig, personas: frozenset[st
                 StageStep, batch_size=None, batch_format="pyarrow", zero_copy_batch=True, num_cpus=0.05,
                 fn_constructor_kwargs={"stage": stage.name, "cfg_json": cfg_json, "fleet": fleet},
                 compute=ray.data.ActorPoolStrategy(
-                    min_size=1, max_size=max(1, cfg.ray.workers),
+                    min_size=cfg.ray.min_workers, max_size=max(1, cfg.ray.workers),
                     max_tasks_in_flight_per_actor=cfg.ray.stage_concurrency,
                     max_concurrent_calls_per_actor=cfg.ray.stage_concurrency))
         order = [s.name for s in STAGES]
