@@ -53,11 +53,31 @@ class LLMAppConfig:
     num_replicas: int = 1
     num_cpus: float = 1.0
     engine_kwargs: dict[str, Any] | None = None  # vllm: passed to the engine
+    # Serve's autoscaling_config for the model deployment (min/max_replicas, target_ongoing_requests,
+    # ...); replaces num_replicas. On an autoscaling cluster, new replicas' demand adds GPU nodes.
+    autoscaling: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         servable = servable_engines()
         if self.engine not in servable:
             raise ValueError(f"engine {self.engine!r} cannot be served here; use one of {servable}")
+        if self.autoscaling is not None:
+            from pydantic import ValidationError
+
+            from mnemoray.config.service import AutoscalingSettings
+
+            try:
+                self.autoscaling = AutoscalingSettings.model_validate(self.autoscaling).model_dump()
+            except ValidationError as err:
+                problems = "; ".join(f"autoscaling.{'.'.join(map(str, e['loc'])) or '(all)'}: {e['msg']}"
+                                     for e in err.errors())
+                raise ValueError(f"LLM app args: {problems}") from None
+
+    def replicas(self) -> dict[str, Any]:
+        """The model deployment's replica options: autoscaling_config, or a fixed num_replicas."""
+        if self.autoscaling is not None:
+            return {"autoscaling_config": dict(self.autoscaling)}
+        return {"num_replicas": self.num_replicas}
 
     def served_id(self) -> str:
         return self.model_id or Path(self.model).name or self.model
@@ -150,12 +170,13 @@ def _build_hf_app(cfg: LLMAppConfig) -> Any:
     # Enough requests per replica to fill a batch twice (Serve's default is 5).
     ongoing = max(8, 2 * cfg.max_batch_size)
     model = HFChatModel.options(
-        num_replicas=cfg.num_replicas,
+        **cfg.replicas(),
         max_ongoing_requests=ongoing,
         ray_actor_options={"num_cpus": cfg.num_cpus},
     ).bind(cfg.model, cfg.device, cfg.dtype, cfg.batching, cfg.max_batch_size, cfg.batch_wait_timeout_s)
+    most = (cfg.autoscaling or {}).get("max_replicas", cfg.num_replicas)
     return OpenAIIngress.options(
-        max_ongoing_requests=max(64, ongoing * cfg.num_replicas * 2),
+        max_ongoing_requests=max(64, ongoing * most * 2),
         ray_actor_options={"num_cpus": 0},
     ).bind(model, cfg.served_id())
 
@@ -189,7 +210,7 @@ def _build_vllm_app(cfg: LLMAppConfig) -> Any:
     llm_config = LLMConfig(
         model_loading_config={"model_id": cfg.served_id(), "model_source": cfg.model},
         engine_kwargs=vllm_engine_kwargs(dict(cfg.engine_kwargs or {}), as_object=True),
-        deployment_config={"num_replicas": cfg.num_replicas},
+        deployment_config=cfg.replicas(),
         **placement,
     )
     ingress = {"ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}} if on_cpu else {}
