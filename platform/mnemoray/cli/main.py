@@ -11,6 +11,7 @@ from mnemoray.cli import (
     llm_cmd,
     memory_cmd,
     model_cmd,
+    pipeline_cmd,
     serve_cmd,
     synth_cmd,
     train_cmd,
@@ -34,6 +35,7 @@ for _group, _name in (
     (train_cmd, "train"),
     (synth_cmd, "synth"),
     (config_cmd, "config"),
+    (pipeline_cmd, "pipeline"),
 ):
     app.add_typer(_group.app, name=_name)
 
