@@ -123,6 +123,10 @@ def qa(
     config: Path = typer.Option(None, help="YAML config; options given here override it"),
     address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
+    service: str = typer.Option(
+        None, help="URL of a running `mnemoray serve memory`: memories live there, one fresh tenant per history "
+        "(admin key from $MNEMORAY_ADMIN_KEY)"
+    ),
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. ray.workers=1"),
 ) -> None:
     """Answer questions from retrieved memory with an LLM; judge (lenient + strict), F1, BLEU-1."""
@@ -131,7 +135,7 @@ def qa(
     extra = flag_overrides({
         "dataset": dataset, "data": data, "memory_bank": memory_bank, "answerer": answerer, "judge": judge,
         "k": k, "limit": limit, "max_queries": max_queries, "out": out, "memory.name": memory,
-        "ray.address": address, "skip_invalid": skip_invalid,
+        "ray.address": address, "skip_invalid": skip_invalid, "service": service,
     }) + list(overrides or [])
     cfg = load_config(QAEvalConfig, config, extra)
     summary = run_qa_eval(cfg)

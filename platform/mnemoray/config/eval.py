@@ -4,14 +4,26 @@ recall, role-play and the RealMem judge."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from mnemoray.config.base import StrictModel
 from mnemoray.config.memory import MemoryConfig
 from mnemoray.config.names import DatasetName, FrameworkName
 from mnemoray.config.ray import RayConfig
 from mnemoray.memory.registry import FRAMEWORKS
+
+
+def _http_url(url: str | None) -> str | None:
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ValueError(f"'{url}' is not an http(s) URL of a running `mnemoray serve memory`")
+    return url.rstrip("/") if url else url
+
+
+ServiceURL = Annotated[str | None, AfterValidator(_http_url), Field(
+    None, description="URL of a running `mnemoray serve memory`: each history's memory lives there, on a "
+    "fresh tenant (admin key from $MNEMORAY_ADMIN_KEY)")]
 
 
 class RetrievalSettings(StrictModel):
@@ -40,10 +52,7 @@ class RetrievalEvalConfig(RetrievalSettings):
     memory_bank: Path | None = Field(
         None, description="score a bank built by `mnemoray memory build` instead of building memory"
     )
-    service: str | None = Field(
-        None, description="URL of a running `mnemoray serve memory`: each history's memory lives there, on a "
-        "fresh tenant (admin key from $MNEMORAY_ADMIN_KEY)"
-    )
+    service: ServiceURL = None
     out: Path = Path("runs/retrieval")
 
 
@@ -101,6 +110,7 @@ class QAEvalConfig(MemoryEvalBase):
     memory_chars: int = Field(6000, ge=100)
     answer_tokens: int = Field(128, ge=8)
     judge_tokens: int = Field(256, ge=8)
+    service: ServiceURL = None
     out: Path = Path("runs/qa")
 
 

@@ -41,8 +41,13 @@ class MemorySource:
         return lambda: build_memory(self.config, embedder=self.embedder)
 
 
-def check_memory_source(memory_name: str, memory_bank: Path | None) -> None:
-    """LLM-built memories are scored from a built bank; say so instead of failing per call."""
+def check_memory_source(memory_name: str, memory_bank: Path | None, service: str | None = None) -> None:
+    """LLM-built memories are scored from a built bank or built by a memory service's model;
+    say so instead of failing per call."""
+    if service is not None:
+        if memory_bank is not None:
+            raise ConfigError("--service and --memory-bank exclude each other: the service builds the memory")
+        return
     if memory_bank is None and FRAMEWORKS.spec(memory_name).built_by_llm:
         raise ConfigError(
             f"memory '{memory_name}' is built by an LLM: run `mnemoray memory build --framework "

@@ -9,6 +9,7 @@ turn each one was, so evidence metrics compare like with like.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 import uuid
 from typing import Any
@@ -26,6 +27,30 @@ def create_tenant(url: str, admin_key: str, tenant: str, framework: str | None =
                                                              "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())["api_key"]
+
+
+def check_service(url: str, admin_key: str) -> None:
+    """Refuse an unreachable service or a wrong admin key before any evaluation work starts.
+
+    The key is checked with a tenant request whose name is invalid: the service checks the
+    key first (401), then answers 422 for the name, so nothing is created.
+    """
+    request = urllib.request.Request(f"{url.rstrip('/')}/v1/admin/tenants", data=b'{"tenant": ""}', method="POST",
+                                     headers={"Authorization": f"Bearer {admin_key}",
+                                              "Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=30).read()
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            raise ValueError(f"{url} refused the admin key (HTTP {err.code}): set $MNEMORAY_ADMIN_KEY to the "
+                             "service's admin key") from None
+        if err.code != 422:
+            raise ValueError(f"{url} is not a memory service: POST /v1/admin/tenants answered "
+                             f"HTTP {err.code}") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{url} is not reachable: {getattr(err, 'reason', err)}") from None
+    else:
+        raise ValueError(f"{url} accepted an invalid tenant name: is it a memory service?")
 
 
 class ServiceMemory(MemoryFramework):

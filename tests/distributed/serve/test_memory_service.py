@@ -227,6 +227,59 @@ def test_eval_retrieval_cli_through_the_service_reports_the_in_process_figures(s
     assert runs["service"][0] == runs["local"][0]
 
 
+def test_eval_qa_cli_through_the_service_answers_from_the_same_memories_as_in_process(service, data_root, tmp_path,
+                                                                                       monkeypatch):
+    """`mnemoray eval qa --service URL`: the answerer and judge are an endpoint whose answers are
+    drawn from the whole prompt (retrieved memories included), so equal rows mean equal context;
+    metrics equal too (rag-hybrid, one fresh tenant per history)."""
+    from typer.testing import CliRunner
+
+    from mnemoray.cli.main import app
+    from mnemoray.llm.fault_server import FaultConfig, FaultServer
+
+    monkeypatch.setenv("MNEMORAY_ADMIN_KEY", ADMIN)
+    runs = {}
+    with FaultServer(FaultConfig(vary_strings=True)) as llm_url:
+        llm = tmp_path / "answerer.yaml"
+        llm.write_text(f"engine: openai\nmodel: fault-model\nbase_url: {llm_url}\nmax_retries: 0\n")
+        base = ["eval", "qa", "--dataset", "locomo", "--data", str(data_root / "locomo" / "locomo10_sample.json"),
+                "--memory", "rag-hybrid", "--answerer", str(llm), "--judge", str(llm), "--k", "5", "--limit", "1",
+                "--max-queries", "12"]
+        for name, extra in (("local", []), ("service", ["--service", service])):
+            result = CliRunner().invoke(app, [*base, *extra, "--out", str(tmp_path / name), "ray.workers=1",
+                                              "ray.cpus_per_worker=0.5"])
+            assert result.exit_code == 0, result.output
+            metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+            metrics.pop("config", None)
+            rows = [json.loads(line) for line in (tmp_path / name / "per_query.jsonl").read_text().splitlines()]
+            runs[name] = (metrics, rows)
+    (local_metrics, local), (remote_metrics, remote) = runs["local"], runs["service"]
+    assert len(local) == 12 and all(r["answer_failure"] is None and r["retrieved"] for r in local)
+    assert len({r["prediction"] for r in local}) > 1  # answers depend on their prompts
+    assert [r["retrieved"] for r in remote] == [r["retrieved"] for r in local]
+    assert remote == local and remote_metrics == local_metrics
+
+
+def test_eval_through_a_service_refuses_a_wrong_admin_key_or_no_service(service, tmp_path, monkeypatch, data_root):
+    from typer.testing import CliRunner
+
+    from mnemoray.cli.main import app
+
+    base = ["eval", "qa", "--dataset", "locomo", "--data", str(data_root / "locomo" / "locomo10_sample.json"),
+            "--limit", "1", "--out", str(tmp_path / "qa")]
+    monkeypatch.setenv("MNEMORAY_ADMIN_KEY", "not-the-admin-key-0123456789")
+    result = CliRunner().invoke(app, [*base, "--service", service])
+    assert result.exit_code != 0 and "refused the admin key" in result.output and "MNEMORAY_ADMIN_KEY" in result.output
+    monkeypatch.setenv("MNEMORAY_ADMIN_KEY", ADMIN)
+    result = CliRunner().invoke(app, [*base, "--service", f"http://127.0.0.1:{free_port()}"])
+    assert result.exit_code != 0 and "not reachable" in result.output
+    result = CliRunner().invoke(app, [*base, "--service", "127.0.0.1:8000"])
+    assert result.exit_code != 0 and "service" in result.output and "http(s) URL" in result.output
+    result = CliRunner().invoke(app, [*base, "--service", service, "--memory-bank", str(tmp_path)])
+    assert result.exit_code != 0 and "exclude each other" in result.output
+    assert MemoryClient(service, new_tenant(service, "after-refusals")).get_all() == []
+
+
 @pytest.fixture(scope="module")
 def faulty_service(service, tmp_path_factory):
     """A second app of the same Serve instance (under /faulty) whose memory model is the

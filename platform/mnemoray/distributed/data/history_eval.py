@@ -64,9 +64,12 @@ def _service(cfg: Any) -> dict[str, str] | None:
     if not url:
         return None
     from mnemoray.config import ConfigError
+    from mnemoray.service.remote import check_service
     from mnemoray.service.tenants import load_admin_key
 
     try:
-        return {"url": url, "admin_key": load_admin_key(None)}
+        admin_key = load_admin_key(None)
+        check_service(url, admin_key)
+        return {"url": url, "admin_key": admin_key}
     except ValueError as err:
         raise ConfigError(f"key 'service': {err}") from None

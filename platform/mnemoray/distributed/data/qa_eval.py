@@ -32,7 +32,7 @@ def load_answered_samples(cfg: Any, dataset: str, console: Console,
 
     `cfg` has data, memory, memory_bank, skip_invalid and limit; skipped records are printed.
     """
-    check_memory_source(cfg.memory.name, cfg.memory_bank)
+    check_memory_source(cfg.memory.name, cfg.memory_bank, getattr(cfg, "service", None))
     samples, errors = load_dataset(dataset, cfg.data, cfg.skip_invalid, cfg.limit,
                                    where=lambda s: any(q.answer is not None for q in s.queries))
     for err in errors:

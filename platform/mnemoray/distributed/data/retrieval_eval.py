@@ -29,7 +29,7 @@ def collect_samples(cfg: RetrievalEvalConfig) -> tuple[list[EvalSample], list[Da
 
 def run_retrieval_eval(cfg: RetrievalEvalConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
-    check_memory_source(cfg.memory.name, cfg.memory_bank)
+    check_memory_source(cfg.memory.name, cfg.memory_bank, cfg.service)
     samples, errors = collect_samples(cfg)
     for err in errors:
         console.print(f"[yellow]skipped invalid record[/yellow] {err}")
