@@ -54,14 +54,17 @@ class LocalCluster:
                 "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port", str(free_port()),
                 "--temp-dir", str(self.temp_dir), "--resources", json.dumps({"head_slot": 1}), *common]
         worker = [RAY, "start", "--address", self.address, "--resources", json.dumps({"worker_slot": 1}), *common]
-        for name, argv in (("head", head), ("worker", worker)):
-            argv += ["--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
-            with open(self.temp_dir / f"{name}.log", "wb") as log:
-                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**self.auth(), **(node_env or {})}, cwd=self.temp_dir)
-                self.groups.append(proc.pid)  # the node's daemons stay in this process group
-                if proc.wait() != 0:
-                    raise RuntimeError(f"ray start ({name}) failed:\n{(self.temp_dir / f'{name}.log').read_text()}")
+        self._run_start("head", head, node_env)
+        self._run_start("worker", worker, node_env)
+
+    def _run_start(self, name: str, argv: list[str], node_env: dict[str, str] | None) -> None:
+        argv = [*argv, "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]
+        with open(self.temp_dir / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**self.auth(), **(node_env or {})}, cwd=self.temp_dir)
+            self.groups.append(proc.pid)  # the node's daemons stay in this process group
+            if proc.wait() != 0:
+                raise RuntimeError(f"ray start ({name}) failed:\n{(self.temp_dir / f'{name}.log').read_text()}")
 
     def nodes(self) -> dict[str, str]:
         """node id -> its custom resource (head_slot / worker_slot), alive nodes (the state API)."""
@@ -75,13 +78,20 @@ class LocalCluster:
             return json.loads(response.read())
 
     def stop(self) -> None:
-        """Kill the process groups of the nodes started here, worker first."""
+        """Kill the process groups of the nodes started here, worker first, then any Ray worker
+        that left its group (found by this cluster's own temp dir in its command line)."""
         for group in reversed(self.groups):
             try:
                 os.killpg(group, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.groups.clear()
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and str(self.temp_dir).encode() in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
 
 
 def new_cluster() -> LocalCluster:

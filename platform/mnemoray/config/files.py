@@ -22,6 +22,7 @@ from mnemoray.config.eval import (
 from mnemoray.config.grpo import GRPOConfig
 from mnemoray.config.llm import EngineConfig
 from mnemoray.config.memory import MemoryBuildConfig
+from mnemoray.config.pipeline import PipelineConfig
 from mnemoray.config.service import MemoryServiceConfig
 from mnemoray.config.synth import RealMemSynthConfig, RoleMemoConfig
 from mnemoray.config.train import SFTConfig
@@ -41,6 +42,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "serve-memory": MemoryServiceConfig,
     "train-sft": SFTConfig,
     "train-grpo": GRPOConfig,
+    "pipeline": PipelineConfig,
 }
 # where the repository keeps each kind (path under configs/ -> kind); first match wins
 LAYOUT: list[tuple[str, str]] = [
@@ -57,6 +59,7 @@ LAYOUT: list[tuple[str, str]] = [
     ("serve/memory_*.yaml", "serve-memory"),
     ("train/sft_*.yaml", "train-sft"),
     ("train/grpo_*.yaml", "train-grpo"),
+    ("pipeline/*.yaml", "pipeline"),
 ]
 # files under configs/ that are another tool's configs (checked by that tool's lane, not here)
 FOREIGN = [("verl/*.yaml", "verl Hydra overrides for verl.trainer.main_ppo (docs/verl.md, scripts/test_verl_lane.sh)")]
