@@ -15,10 +15,24 @@ from pydantic import AfterValidator, Field, model_validator
 from mnemoray.config.base import StrictModel
 from mnemoray.config.rl import RewardPoolConfig
 from mnemoray.config.train import SFTOptim, SFTRay, TrainRun
+from mnemoray.loaders.registry import DATASETS
 from mnemoray.rl.environments.registry import ENVIRONMENTS
 from mnemoray.rl.rollout_registry import ROLLOUTS
 
 Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+
+
+class TrajectoryConfig(StrictModel):
+    """Multi-step trajectories written by the policy inside the loop (environments with a
+    trajectory hook, e.g. dualmem): environment.path is then a dataset of histories."""
+
+    dataset: Annotated[str, AfterValidator(DATASETS.check)] = Field(
+        "rolememo", description="the dataset loader of environment.path (histories with their queries)")
+    chunk_turns: int = Field(12, ge=1, description="dialogue turns per chunk step")
+    max_chunks: int = Field(4, ge=1, description="chunk steps per trajectory at most (the history is cut there); "
+                            "fixes the update's batch: prompts_per_step x n x max_chunks samples, short ones padded")
+    max_queries: int = Field(2, ge=1, description="role-play queries per history that judge its memory")
+    k: int = Field(10, ge=1, description="memories retrieved per query for the in-character reply")
 
 
 class EnvironmentConfig(StrictModel):
@@ -27,6 +41,16 @@ class EnvironmentConfig(StrictModel):
     path: Path = Field(..., description="the environment's data: for 'prompts', a JSONL file or folder of them")
     skip_invalid: bool = Field(False, description="skip malformed records (listed in events.jsonl) instead of stopping")
     limit: int | None = Field(None, ge=1, description="use the first N prompts")
+    trajectories: TrajectoryConfig | None = Field(
+        None, description="run multi-step trajectories in the loop (None: one prompt per record, single-turn)")
+
+    @model_validator(mode="after")
+    def _has_trajectories(self) -> EnvironmentConfig:
+        if self.trajectories is not None and ENVIRONMENTS.spec(self.name).trajectories is None:
+            able = [s.name for s in ENVIRONMENTS if s.trajectories is not None]
+            raise ValueError(f"environment {self.name!r} has no multi-step trajectories (environments that do: "
+                             f"{able}); drop environment.trajectories")
+        return self
 
 
 class RolloutConfig(StrictModel):
@@ -104,9 +128,20 @@ class GRPOConfig(TrainRun):
                 f"algorithm.minibatches x ray.workers = {split} parts")
         return self
 
+    @model_validator(mode="after")
+    def _trajectory_limits(self) -> GRPOConfig:
+        if self.environment.trajectories is not None:
+            if self.algorithm.dynamic_sampling:
+                raise ValueError("algorithm.dynamic_sampling is not supported with environment.trajectories")
+            if self.algorithm.attribution is not None:
+                raise ValueError("algorithm.attribution is not supported with environment.trajectories")
+        return self
+
     @property
     def samples_per_step(self) -> int:
-        return self.rollout.prompts_per_step * self.rollout.n
+        """Samples each update trains on (with trajectories: one per chunk step, padded to max_chunks)."""
+        steps = self.environment.trajectories.max_chunks if self.environment.trajectories else 1
+        return self.rollout.prompts_per_step * self.rollout.n * steps
 
     @property
     def micro_batches(self) -> int:

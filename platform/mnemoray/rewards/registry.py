@@ -100,6 +100,10 @@ for _spec in (
     RewardSpec("persona-judge", "mnemoray.rewards.persona_judge:judge_responses",
                "RoleMemo persona judge: LLM scores factual use 0.3, logic + persona fit 0.6, value/safety 0.1",
                needs_judge=True, item_adapter="mnemoray.rewards.persona_judge:from_reward_item"),
+    RewardSpec("dualmem-roleplay", "mnemoray.rewards.roleplay:score_items",
+               "DualMem trajectories: the engine replies in character from the memory's top-k for a role-play "
+               "query, the persona judge scores the reply (the dualmem environment's trajectory reward)",
+               needs_judge=True, item_adapter="mnemoray.rewards.roleplay:from_reward_item"),
     RewardSpec("membuilder-qa", "mnemoray.rewards.dense_qa:score_items",
                "MemBuilder dense QA in the loop: the rollout's ops on a copy of the pre-session memory, the "
                "session's cached questions answered and judged (or matched without an engine), x length penalty; "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shutil
 import statistics
@@ -34,9 +33,10 @@ from mnemoray.distributed.actors.reward_pool import RewardPool
 from mnemoray.distributed.actors.rollout import generate_split, push_weights, start_rollout_actors
 from mnemoray.distributed.placement import current_node, release
 from mnemoray.distributed.train.sft import RayCheckpoints, copy_export
+from mnemoray.registry import load_target
+from mnemoray.rl.collect import Collector, Generate, Score, StepBatch, padded, reward_record, step_slots
 from mnemoray.rl.environments import ENVIRONMENTS, RLPrompt
 from mnemoray.rl.losses import GRPOLossConfig
-from mnemoray.rl.minibatches import epoch_permutation
 from mnemoray.rl.rollout import PromptInput, SamplingSettings
 
 STATE_KEY = "mnemoray_grpo"
@@ -44,16 +44,8 @@ DS_TAG = "deepspeed"
 
 
 def step_prompts(prompts: list[RLPrompt], step: int, per_step: int, seed: int) -> list[tuple[str, RLPrompt]]:
-    """The prompts of a step (1-based): a seeded permutation per epoch over the prompt list,
-    read as one stream, so a resumed run (also at an epoch boundary) sees the same prompts.
-    Each gets a slot key unique within the step (the same prompt may come twice)."""
-    out = []
-    for j in range(per_step):
-        position = (step - 1) * per_step + j
-        epoch, index = divmod(position, len(prompts))
-        prompt = prompts[epoch_permutation(len(prompts), seed, epoch)[index]]
-        out.append((f"{j}:{prompt.id}", prompt))
-    return out
+    """The prompts of a step (1-based), the same on a resumed run (`rl.collect.step_slots`)."""
+    return step_slots(prompts, step, per_step, seed)
 
 
 def reward_items(slots: list[tuple[str, RLPrompt]], rollouts: list[Any]) -> list[Any]:
@@ -65,36 +57,28 @@ def reward_items(slots: list[tuple[str, RLPrompt]], rollouts: list[Any]) -> list
                        extra_info=dict(by_slot[r.prompt_id].extra_info or {})) for r in rollouts]
 
 
-def reward_record(results: list[Any]) -> dict[str, Any]:
-    """reward_mean / std, failures, and the mean of every numeric extra (reward components)."""
-    scores = [r.score for r in results]
-    record: dict[str, Any] = {
-        "reward_mean": statistics.fmean(scores) if scores else None,
-        "reward_std": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
-        "reward_failed": sum(r.failed for r in results),
-    }
-    components: dict[str, list[float]] = {}
-    for r in results:
-        for key, value in r.extras.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                components.setdefault(key, []).append(float(value))
-    for key, values in sorted(components.items()):
-        record[f"reward/{key}"] = statistics.fmean(values)
-    return record
-
-
-def sample_and_score(engines: list[Any], pool: Any, settings: SamplingSettings, timing: dict[str, float],
-                     version: int, synced: Any, slots: list[tuple[str, RLPrompt]],
-                     seed: int) -> tuple[list[Any], list[Any]]:
-    """n rollouts per slot from the engines (at weight `version`), then their rewards from the
-    pool (times added up)."""
-    inputs = [PromptInput(key, tuple(p.messages)) for key, p in slots]
+def timed_generate(engines: list[Any], timing: dict[str, float], version: int, synced: Any,
+                   inputs: list[PromptInput], settings: SamplingSettings, seed: int) -> list[Any]:
+    """Rollouts from the engines at weight `version` (time added to timing["generate_s"])."""
     t0 = time.perf_counter()
     rollouts = generate_split(engines, inputs, settings, seed=seed, version=version, weights=synced)
     timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t0
+    return rollouts
+
+
+def timed_score(pool: Any, timing: dict[str, float], items: list[Any]) -> dict[str, Any]:
+    """Rewards from the pool, by item id (time added to timing["reward_s"])."""
     t0 = time.perf_counter()
-    scored = pool.score(reward_items(slots, rollouts))
+    scored = pool.score(items)
     timing["reward_s"] = timing.get("reward_s", 0.0) + time.perf_counter() - t0
+    return scored
+
+
+def sample_and_score(generate: Generate, score: Score, settings: SamplingSettings,
+                     slots: list[tuple[str, RLPrompt]], seed: int) -> tuple[list[Any], list[Any]]:
+    """n rollouts per slot, then their rewards."""
+    rollouts = generate([PromptInput(key, tuple(p.messages)) for key, p in slots], settings, seed)
+    scored = score(reward_items(slots, rollouts))
     return rollouts, [scored[r.id] for r in rollouts]
 
 
@@ -146,6 +130,38 @@ def collect_step(cfg: GRPOConfig, prompts: list[RLPrompt], step: int,
     return rollouts, [r.score for r in results], weights, record
 
 
+class PromptCollector:
+    """The loop's default collector: n responses per single-turn prompt (`collect_step`),
+    advantages over each prompt's group."""
+
+    def __init__(self, cfg: GRPOConfig, prompts: list[RLPrompt]):
+        self.cfg, self.prompts = cfg, prompts
+        ro = cfg.rollout
+        self.settings = SamplingSettings(n=ro.n, max_new_tokens=ro.max_new_tokens, temperature=ro.temperature,
+                                         top_p=ro.top_p)
+
+    def collect(self, step: int, generate: Generate, score: Score) -> StepBatch:
+        from mnemoray.rl.advantages import group_advantages
+
+        sample = functools.partial(sample_and_score, generate, score, self.settings)
+        rollouts, scores, weights, record = collect_step(self.cfg, self.prompts, step, sample)
+        adv = group_advantages(scores, [r.prompt_id for r in rollouts],
+                               scale="std" if self.cfg.algorithm.advantage_scale == "std" else "none")
+        return StepBatch(rollouts, adv.advantages.tolist(), weights, record, adv.zero_variance_groups, adv.groups)
+
+
+def trajectory_hook(cfg: GRPOConfig) -> Any:
+    """The environment's multi-step collector class when the config asks for trajectories, else None."""
+    if cfg.environment.trajectories is None:
+        return None
+    return load_target(ENVIRONMENTS.spec(cfg.environment.name).trajectories)
+
+
+def collector_for(cfg: GRPOConfig, data: list[Any]) -> Collector:
+    hook = trajectory_hook(cfg)
+    return PromptCollector(cfg, data) if hook is None else hook(cfg, data)
+
+
 def _broadcast(value: Any, rank: int) -> Any:
     import torch.distributed as dist
 
@@ -182,7 +198,6 @@ def _worker_entry(config: dict[str, Any]) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mnemoray.rl.advantages import group_advantages
     from mnemoray.rl.update import UpdatePlan, policy_update, score, worker_batch
     from mnemoray.train.ds_config import deepspeed_config_for, lr_factor
     from mnemoray.train.export import export_hf, full_state_dict
@@ -196,9 +211,10 @@ def _worker_entry(config: dict[str, Any]) -> None:
     io = RayCheckpoints()
     rank, world = io.rank, io.world_size
     model_path = config["model_path"]
-    prompts: list[RLPrompt] = ray.get(config["prompts"])
+    data: list[Any] = ray.get(config["prompts"])  # prompts, or a trajectory environment's sources
     engines = config["rollout_actors"]
     pool = config["reward_pool"] if rank == 0 else None
+    collector = collector_for(cfg, data) if rank == 0 else None
     alg, sched = cfg.algorithm, cfg.schedule
     total_updates = sched.steps * alg.epochs * alg.minibatches
     ds_conf = deepspeed_config_for(cfg.deepspeed, cfg.optim, alg.micro_batch_size, cfg.micro_batches, world)
@@ -225,8 +241,6 @@ def _worker_entry(config: dict[str, Any]) -> None:
                             kl_coef=alg.kl_coef, kl_estimator=alg.kl_estimator, agg=alg.loss_agg),
         entropy_coef=alg.entropy_coef, epochs=alg.epochs, minibatches=alg.minibatches,
         micro_batch_size=alg.micro_batch_size)
-    settings = SamplingSettings(n=cfg.rollout.n, max_new_tokens=cfg.rollout.max_new_tokens,
-                                temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     for step in range(state["step"] + 1, sched.steps + 1):
         t_step = time.perf_counter()
         timing: dict[str, float] = {}
@@ -240,16 +254,16 @@ def _worker_entry(config: dict[str, Any]) -> None:
         # 2. rollouts and rewards, on the controller (rank 0), then shared with every rank
         payload = None
         if rank == 0:
-            sample = functools.partial(sample_and_score, engines, pool, settings, timing, step - 1, synced)
-            payload = (*collect_step(cfg, prompts, step, sample), timing)
+            generate = functools.partial(timed_generate, engines, timing, step - 1, synced)
+            score_items = functools.partial(timed_score, pool, timing)
+            payload = (collector.collect(step, generate, score_items), timing)
         del synced
-        rollouts, scores, sample_weights, rewards, shared_timing = _broadcast(payload, rank)
+        collected, shared_timing = _broadcast(payload, rank)
         timing.update({k: v for k, v in shared_timing.items() if k not in timing})
-        # 3. advantages over each prompt's group; this rank's share of the samples
-        adv = group_advantages(scores, [r.prompt_id for r in rollouts],
-                               scale="std" if alg.advantage_scale == "std" else "none")
+        # 3. the collector's samples and advantages, padded to the update's fixed size; this rank's share
+        rollouts, advantages, sample_weights = padded(collected, cfg.samples_per_step, pad_id)
         mine = list(range(rank, len(rollouts), world))
-        batch = worker_batch([rollouts[i] for i in mine], adv.advantages[mine].tolist(),
+        batch = worker_batch([rollouts[i] for i in mine], [advantages[i] for i in mine],
                              [sample_weights[i] for i in mine], pad_id)
         t0 = time.perf_counter()
         engine.eval()
@@ -267,12 +281,14 @@ def _worker_entry(config: dict[str, Any]) -> None:
         keys = _broadcast(keys, rank)
         sums = _all_sum([metrics.get(k, 0.0) * metrics["tokens"] for k in keys] + [metrics["tokens"]])
         tokens = sums[-1]
-        lengths = [len(r.response_ids) for r in rollouts]
-        record: dict[str, Any] = {"step": step, **rewards,
+        real = collected.rollouts
+        lengths = [len(r.response_ids) for r in real]
+        record: dict[str, Any] = {"step": step, **collected.record,
                                   **{k: s / tokens for k, s in zip(keys, sums[:-1]) if tokens}}
         record.update(response_len_mean=statistics.fmean(lengths),
-                      response_clipped_frac=sum(not r.finished for r in rollouts) / len(rollouts),
-                      zero_std_groups=adv.zero_variance_groups, groups=adv.groups, lr=engine.get_lr()[0])
+                      response_clipped_frac=sum(not r.finished for r in real) / len(real),
+                      samples=len(real), zero_std_groups=collected.zero_std_groups, groups=collected.groups,
+                      lr=engine.get_lr()[0])
         timing["step_s"] = time.perf_counter() - t_step
         record["timing"] = timing
         final = step == sched.steps
@@ -300,6 +316,18 @@ class GRPOResult:
     prompts: int
     invalid_prompts: int
     error: str | None = None
+
+
+def load_run_data(cfg: GRPOConfig) -> tuple[list[Any], list[Any]]:
+    """What the collector draws from: the environment's prompts, or (with trajectories) the
+    sources its trajectory hook loads; fails on bad data before Ray starts."""
+    hook = trajectory_hook(cfg)
+    if hook is None:
+        return load_run_prompts(cfg)
+    data, errors = hook.load(cfg.environment)
+    if not data:
+        raise ValueError(f"{cfg.environment.path}: nothing to run trajectories over")
+    return data, errors
 
 
 def load_run_prompts(cfg: GRPOConfig) -> tuple[list[RLPrompt], list[Any]]:
@@ -334,7 +362,7 @@ def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
 
     from mnemoray.distributed.runtime import ray_session
 
-    prompts, errors = load_run_prompts(cfg)  # fails before Ray starts on a bad file
+    prompts, errors = load_run_data(cfg)  # fails before Ray starts on a bad file
     cfg = cfg.model_copy(update={"out": cfg.out.expanduser().resolve()})
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)

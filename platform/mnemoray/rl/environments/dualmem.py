@@ -20,14 +20,14 @@ Two ways in:
   it reads at the next step (plain Python: the policy is any `messages -> text` function;
   the memory code is the real `DualMemMemory`, so ops, dedup and insight refs are the
   framework's own). With a `SamplerPolicy` (a rollout sampler) each step keeps its token
-  ids and `step_batch` gives the update its batch. The Ray GRPO controller samples
-  single-turn prompts; driving these multi-step trajectories from it is not wired yet.
+  ids and `step_batch` gives the update its batch. In `train grpo` with
+  `environment.trajectories`, `dualmem_collect.DualmemCollector` runs them for the Ray
+  controller: all trajectories of a step in lockstep, rewards from the reward-actor pool.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,15 +37,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mnemoray.config import MemoryConfig
-from mnemoray.eval.qa_prompts import format_memories
-from mnemoray.eval.roleplay import RoleplaySettings, persona_text, respond_request
-from mnemoray.llm.structured import generate_structured
+from mnemoray.eval.roleplay import RoleplaySettings
 from mnemoray.llm.types import ChatRequest, ChatResult, Engine, Usage
 from mnemoray.loaders.errors import DatasetError, from_validation_error
 from mnemoray.memory.dualmem import DualMemMemory
 from mnemoray.memory.trajectory import TrajectoryLog
-from mnemoray.records import EvidenceQuery, History, Persona
-from mnemoray.rewards.persona_judge import PersonaJudgeItem, judge_responses
+from mnemoray.records import History, Persona
+from mnemoray.rewards.roleplay import RoleplayItem, mean_reward, score_roleplay
 from mnemoray.rewards.scoring import RewardResult
 from mnemoray.rl.environments.membuilder import trajectory_file
 from mnemoray.rl.environments.prompts import RLPrompt
@@ -225,6 +223,33 @@ class RoleplayQuery:
     text: str
 
 
+def roleplay_items(trajectories: Sequence[Trajectory], queries: dict[str, Sequence[RoleplayQuery]],
+                   k: int = 10) -> list[tuple[Trajectory, RoleplayItem]]:
+    """One role-play item per (trajectory, query of its history), with the top-k of the
+    trajectory's final memory for that query; a trajectory with no query is an error."""
+    asked: list[tuple[Trajectory, RoleplayItem]] = []
+    for t in trajectories:
+        history_queries = list(queries.get(t.sample_id) or [])
+        if not history_queries:
+            raise ValueError(f"history {t.sample_id!r} has no role-play queries to judge its memory with")
+        retrieved = t.memory.retrieve_many([q.text for q in history_queries], k)
+        asked += [(t, RoleplayItem(q.id, t.sample_id, q.text, t.persona, tuple(r)))
+                  for q, r in zip(history_queries, retrieved, strict=True)]
+    return asked
+
+
+def set_rewards(trajectories: Sequence[Trajectory], asked: Sequence[Trajectory],
+                results: Sequence[RewardResult]) -> None:
+    """Each trajectory's reward: the mean of its queries' results (`asked[i]` got `results[i]`)."""
+    per: dict[int, list[RewardResult]] = {}
+    for t, result in zip(asked, results, strict=True):
+        per.setdefault(id(t), []).append(result)
+    for t in trajectories:
+        t.judged = per.get(id(t), [])
+        t.reward = mean_reward(t.judged, {"steps": len(t.steps),
+                                          "format_failures": sum(not st.format_ok for st in t.steps)})
+
+
 def judge_trajectories(trajectories: Sequence[Trajectory], queries: dict[str, Sequence[RoleplayQuery]],
                        responder: Engine, judge: Engine, k: int = 10, settings: RoleplaySettings | None = None,
                        judge_retries: int = 2) -> None:
@@ -232,42 +257,12 @@ def judge_trajectories(trajectories: Sequence[Trajectory], queries: dict[str, Se
 
     For every query of its history, the responder replies in character from the persona
     and the top-k of the trajectory's final memory; the persona judge scores the reply
-    against that memory. A failed reply or verdict scores 0 and is counted
-    (`extras["failed"]`); a trajectory with no query is an error.
+    against that memory (`mnemoray.rewards.roleplay`). A failed reply or verdict scores 0
+    and is counted (`extras["failed"]`); a trajectory with no query is an error.
     """
-    s = settings or RoleplaySettings()
-    asked: list[tuple[Trajectory, RoleplayQuery, list]] = []
-    for t in trajectories:
-        history_queries = list(queries.get(t.sample_id) or [])
-        if not history_queries:
-            raise ValueError(f"history {t.sample_id!r} has no role-play queries to judge its memory with")
-        retrieved = t.memory.retrieve_many([q.text for q in history_queries], k)
-        asked += [(t, q, r) for q, r in zip(history_queries, retrieved, strict=True)]
-    requests = [respond_request(EvidenceQuery(id=q.id, history_id=t.sample_id, text=q.text, gold_ids=[],
-                                              gold_level="session"), t.persona, r, s) for t, q, r in asked]
-    replies = generate_structured(responder, requests, max_retries=judge_retries)
-    judge_items, where = [], []
-    results: list[RewardResult | None] = [None] * len(asked)
-    for i, ((t, q, r), reply) in enumerate(zip(asked, replies, strict=True)):
-        text = reply.parsed.get("response") if reply.ok and isinstance(reply.parsed, dict) else None
-        if not isinstance(text, str):
-            results[i] = RewardResult(0.0, {"failure_kind": "response"}, f"query {q.id}: no reply "
-                                      f"({reply.error_kind or 'schema'}: {reply.error})")
-            continue
-        judge_items.append(PersonaJudgeItem(persona=persona_text(t.persona, s.persona_chars),
-                                            context=format_memories(r, s.memory_chars), response=text))
-        where.append(i)
-    for i, result in zip(where, judge_responses(judge, judge_items, judge_retries), strict=True):
-        results[i] = result
-    per: dict[int, list[RewardResult]] = {}
-    for (t, _, _), result in zip(asked, results, strict=True):
-        per.setdefault(id(t), []).append(result)
-    for t in trajectories:
-        judged = per[id(t)]
-        t.judged = judged
-        t.reward = RewardResult(statistics.fmean(r.score for r in judged),
-                                {"queries": len(judged), "failed": sum(r.failed for r in judged),
-                                 "steps": len(t.steps), "format_failures": sum(not st.format_ok for st in t.steps)})
+    asked = roleplay_items(trajectories, queries, k)
+    results = score_roleplay(responder, judge, [item for _, item in asked], judge_retries, settings)
+    set_rewards(trajectories, [t for t, _ in asked], results)
 
 
 @dataclass(frozen=True)
@@ -312,4 +307,5 @@ def step_batch(samples: Sequence[StepSample], pad_id: int) -> Any:
 
 
 __all__ = ["FRAMEWORK", "PolicyEngine", "RoleplayQuery", "SamplerPolicy", "Step", "StepSample", "Trajectory",
-           "judge_trajectories", "load_dualmem", "persona_of_prompt", "run_trajectory", "step_batch", "step_samples"]
+           "judge_trajectories", "load_dualmem", "persona_of_prompt", "roleplay_items", "run_trajectory", "set_rewards",
+           "step_batch", "step_samples"]

@@ -3,6 +3,9 @@
 An environment's target is `load(path, skip_invalid) -> (list[RLPrompt], errors)`; the
 prompts carry what the reward needs (ground truth, extra_info). Memory-construction
 environments (MemBuilder sessions, DualMem turns) register here next to "prompts".
+An environment may also name a `trajectories` hook: a collector class the GRPO controller
+uses instead of single-turn sampling when the config sets `environment.trajectories`
+(multi-step rollouts; see `mnemoray.rl.collect`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class EnvironmentSpec:
     name: str
     target: Any  # "module:function": load(path, skip_invalid) -> (prompts, errors)
     description: str
+    trajectories: Any = None  # "module:Class": a multi-step collector (mnemoray.rl.collect.Collector)
 
 
 ENVIRONMENTS: Registry[EnvironmentSpec] = Registry("environment")
@@ -36,6 +40,8 @@ ENVIRONMENTS.register(EnvironmentSpec(
 ENVIRONMENTS.register(EnvironmentSpec(
     "dualmem", "mnemoray.rl.environments.dualmem:load_dualmem",
     "DualMem recurrent chunks (MemAgent-style): one prompt per chunk step of a dualmem `memory build` log, with "
-    "the persona and the memory so far; trajectories judged in role-play by the persona judge"))
+    "the persona and the memory so far; with environment.trajectories the policy writes the memory chunk by chunk "
+    "in the loop and each trajectory is judged in role-play (reward dualmem-roleplay)",
+    trajectories="mnemoray.rl.environments.dualmem_collect:DualmemCollector"))
 
 __all__ = ["ENVIRONMENTS", "EnvironmentSpec"]
