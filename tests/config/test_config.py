@@ -56,7 +56,7 @@ def test_serve_config_files_build_the_app(tiny_cache):
     with pytest.raises(ValueError, match="unknown LLM app args"):
         app_builder(args | {"modle": "x"})
     cluster = yaml.safe_load((REPO_ROOT / "serve/llm_cluster.yaml").read_text())["applications"][0]["args"]
-    assert cluster["engine"] == "vllm" and set(cluster) <= set(args) | {"num_replicas", "engine_kwargs"}
+    assert cluster["engine"] == "vllm" and set(cluster) <= set(args) | {"num_replicas", "autoscaling", "engine_kwargs"}
 
 
 def test_command_line_flags_win_over_the_config_file(tmp_path):
