@@ -10,10 +10,13 @@ from pathlib import Path
 from mnemoray.pipeline.graph import FAILED, RAN, SKIPPED, StageRecord
 
 TINY_NOTE = (
-    "The local config trains a tiny random model (about 0.5 M parameters, a few steps): its "
-    "text is noise, so the learned figures here (losses, rewards, recall through the service) "
-    "are near zero and measure nothing but that every stage ran for real. Point the stage "
-    "configs at a real model (configs/pipeline/cluster.yaml) for figures that mean something.")
+    "This run trained a tiny random model (about 0.5 M parameters, a few steps). Its text is noise: "
+    "the synthesized data, the teacher's memory and the trained model mean nothing, and the learned "
+    "figures here measure only that every stage ran for real. A loss that falls, a reward near its "
+    "ceiling (the toy reward counts characters) or a recall of 1.0 through the service (a history "
+    "with fewer memory items than k: every item is retrieved) are not results. The baselines' "
+    "table is the one real measurement. Point the stage configs at a real model "
+    "(configs/pipeline/cluster.yaml) for figures that mean something.")
 
 
 def _cell(text: object) -> str:

@@ -72,6 +72,11 @@ def stage_configs(cfg: PipelineConfig, root: Path) -> StageConfigs:
     serve = load_config(MemoryServiceConfig, cfg.serve.config, [
         *cfg.serve.overrides, f"data_dir={_q(root / 'serve' / 'data')}",
         f"admin_key_file={_q(root / 'serve' / 'admin.key')}"])
+    # the served model does the teacher's job: its tenants call it with the teacher's call settings
+    teacher = memory.memory
+    same = {"llm_call": teacher.llm_call} | ({teacher.name: getattr(teacher, teacher.name)}
+                                            if hasattr(teacher, teacher.name) else {})
+    serve = serve.model_copy(update={"memory": serve.memory.model_copy(update=same)})
     eval_service = load_config(RetrievalEvalConfig, cfg.eval_service.config, [
         *cfg.eval_service.overrides, "dataset=rolememo", f"data={_q(synth_out / 'run')}",
         f"memory.name={cfg.eval_service.memory}", f"out={_q(root / 'eval_service' / 'run')}",
@@ -107,21 +112,13 @@ def run_synth(cfg: RoleMemoConfig, ctx: StageContext) -> StageResult:
 
     stats = run_rolememo(cfg, log=ctx.log)
     h, totals = stats["histories"], stats["totals"]
-    personas = _stage_count(stats, "insights", "inputs")
+    personas = stats.get("personas") or {}
     return StageResult(
-        records_in=personas, records_out=h["count"],
+        records_in=personas.get("valid"), records_out=h["count"],
         figure=f"{h['count']} histories, {h['queries']} queries, median {h['median']:,} tokens; "
                f"{totals['llm_calls']} LLM calls",
         links=_links(ctx.out, [cfg.out / "report.md", cfg.out / "history_lengths.png", cfg.out / "dataset"]),
         values={"histories": h["count"], "queries": h["queries"]})
-
-
-def _stage_count(stats: dict[str, Any], stage: str, key: str) -> int | None:
-    for entry in stats.get("stages", []) if isinstance(stats.get("stages"), list) else []:
-        if entry.get("stage") == stage:
-            return entry.get(key)
-    value = (stats.get("stages") or {}).get(stage) if isinstance(stats.get("stages"), dict) else None
-    return value.get(key) if isinstance(value, dict) else None
 
 
 def run_memory(cfg: MemoryBuildConfig, ctx: StageContext) -> StageResult:
@@ -159,7 +156,7 @@ def run_sft_stage(cfg: SFTConfig, ctx: StageContext) -> StageResult:
     if evals:
         figure += f"; eval loss {_first_last(evals)}"
     return StageResult(
-        records_in=getattr(result.data, "train_samples", None) or _data_count(result.run_dir), records_out=1,
+        records_in=_data_count(result.run_dir), records_out=1,
         figure=figure,
         links=_links(ctx.out, [result.run_dir / "loss.png", result.run_dir / "metrics.jsonl",
                                result.run_dir / "data_stats.json", result.export_dir]),
@@ -171,10 +168,8 @@ def _data_count(run_dir: Path) -> int | None:
         stats = json.loads((run_dir / "data_stats.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    for key in ("train_samples", "train", "samples"):
-        if isinstance(stats.get(key), int):
-            return stats[key]
-    return None
+    samples = stats.get("samples") or {}
+    return sum(v for v in samples.values() if isinstance(v, int)) if isinstance(samples, dict) else None
 
 
 def _first_last(values: list[float]) -> str:
@@ -304,7 +299,8 @@ def run_eval_service(cfg: RetrievalEvalConfig, ctx: StageContext) -> StageResult
                       if isinstance(metrics.get(name), int | float))
     return StageResult(
         records_in=summary.get("n_histories") or summary.get("histories"), records_out=summary.get("n_queries"),
-        figure=f"{cfg.memory.name} through the service: {shown or 'no metrics'}",
+        figure=f"{cfg.memory.name} through the service, {summary.get('n_queries')} queries on "
+               f"{summary.get('n_histories')} histories: {shown or 'no metrics'}",
         links=_links(ctx.out, [cfg.out / "report.md", cfg.out / "metrics.json", cfg.out / "recall_at_k.png"]),
         values={"metrics": metrics})
 
@@ -325,7 +321,8 @@ def run_baselines(cfg: RetrievalSuiteConfig, ctx: StageContext) -> StageResult:
     return StageResult(
         records_in=len(cfg.runs), records_out=queries,
         figure=f"{len(dirs)} runs; best recall_all@10: {', '.join(top) or 'n/a'}",
-        links=_links(ctx.out, [cfg.out / "comparison.md", *(d / "report.md" for d in dirs)]),
+        links=_links(ctx.out, [cfg.out / "comparison.md"])
+        | {f"{d.parent.name}/{d.name}": _rel(d / "report.md", ctx.out) for d in dirs if (d / "report.md").exists()},
         values={"comparison": str(cfg.out / "comparison.md"), "runs": [str(d) for d in dirs]})
 
 
