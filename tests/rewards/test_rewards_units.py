@@ -348,10 +348,10 @@ def test_custom_reward_errors_name_the_file_and_the_function(custom_file, tmp_pa
 
 
 def test_registry_lists_the_rewards_and_loads_them(custom_file):
-    assert REWARDS.names() == ["dense-qa", "length-penalty", "persona-judge", "membuilder-qa", "keyword-count",
-                               "custom"]
-    assert REWARDS.names(needs_judge=True) == ["persona-judge", "membuilder-qa"]
-    assert REWARDS.names(needs_judge=True, engine_optional=False) == ["persona-judge"]
+    assert REWARDS.names() == ["dense-qa", "length-penalty", "persona-judge", "dualmem-roleplay", "membuilder-qa",
+                               "keyword-count", "custom"]
+    assert REWARDS.names(needs_judge=True) == ["persona-judge", "dualmem-roleplay", "membuilder-qa"]
+    assert REWARDS.names(needs_judge=True, engine_optional=False) == ["persona-judge", "dualmem-roleplay"]
     assert REWARDS.load("dense-qa") is qa_score and REWARDS.load("length-penalty") is length_score
     fn = REWARDS.load("custom")(f"{custom_file}:compute_score")
     assert call_reward(fn, "d", "x", "x").score == 1.0
