@@ -69,6 +69,9 @@ def stage_configs(cfg: PipelineConfig, root: Path) -> StageConfigs:
         f"model.path={_q(sft_export)}", "model.tiny=null",
         f"environment.name={cfg.grpo.environment}", f"environment.path={_q(memory_out / 'build')}",
         f"reward.reward={json.dumps(cfg.grpo.reward)}"])
+    if getattr(grpo.environment, "trajectories", None) is not None:  # multi-step: the policy reads the histories
+        grpo = grpo.model_copy(update={"environment": grpo.environment.model_copy(
+            update={"path": synth_out / "run"})})
     serve = load_config(MemoryServiceConfig, cfg.serve.config, [
         *cfg.serve.overrides, f"data_dir={_q(root / 'serve' / 'data')}",
         f"admin_key_file={_q(root / 'serve' / 'admin.key')}"])
