@@ -119,3 +119,34 @@ def test_custom_reward_function_from_a_file(ray_local, tmp_path: Path, tiny_cach
         assert 0 <= r["dynamic/rounds"] <= 2 and r["groups"] == 2
         assert r["dynamic/dropped"] == r["dynamic/refilled"] + r["dynamic/shortfall"]
         assert r["attribution/episodic"] == 16 and r["attribution/boosted"] == 16
+
+
+def test_dualmem_trajectories_train_through_the_pool(ray_local, tmp_path: Path, tiny_cache: Path, fault_server):
+    """environment.trajectories on real Ray: the policy writes DualMem memory chunk by chunk through
+    the rollout engine, the reward actors reply and judge through an endpoint that fails 30 % of
+    calls (retried), and every chunk step is trained on."""
+    from mnemoray.distributed.train.grpo import run_grpo
+    from mnemoray.llm.fault_server import FaultConfig
+
+    server = fault_server(FaultConfig(fault_rate=0.3, seed=3))
+    engine = f'{{engine: openai, model: fault-model, base_url: "{server.url}", max_retries: 8}}'
+    cfg = load_config(GRPOConfig, REPO / "configs/train/grpo_dualmem_local.yaml", [
+        "name=dualmem", f"out={tmp_path}", f"model.tiny_cache_dir={tiny_cache}", "ray.num_cpus=null",
+        f"reward.engine={engine}", "rollout.n=2", "rollout.max_new_tokens=12", "schedule.steps=2",
+        "schedule.save_every=2"])
+    result = run_grpo(cfg)
+    assert result.error is None, result.error
+    assert result.prompts == 2  # the two LoCoMo histories of the shared sample
+    records = _records(result.run_dir)
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        # 1 history x 2 trajectories x 3 chunk steps (18 turns in chunks of 6), each step one sample
+        assert r["trajectory/steps_mean"] == 3 and r["samples"] == 6 and r["groups"] == 1
+        assert r["trajectory/queries"] == 4 and r["reward_failed"] == 0  # every faulted call was retried
+        assert {"reward/factual_use", "reward/logic_persona_fit", "reward/value_safety", "reward/format_failed",
+                "kl", "entropy", "response_len_mean"} <= r.keys()
+        assert 0.0 <= r["reward_mean"] <= 1.0 and set(r["timing"]) == {"generate_s", "reward_s", "ref_s",
+                                                                        "update_s", "sync_s", "step_s"}
+    outcomes = server.counters.snapshot()["outcomes"]
+    assert outcomes.get("ok", 0) >= 2 * 4 * 2 and sum(v for k, v in outcomes.items() if k != "ok") > 0
+    assert (result.run_dir / "hf" / "model.safetensors").exists() and (result.run_dir / "report.md").exists()
