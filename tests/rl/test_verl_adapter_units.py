@@ -338,3 +338,64 @@ def test_shipped_verl_config_names_the_adapter():
     assert (fn["path"], fn["name"]) == ("pkg://mnemoray.rl.verl_reward", "compute_score")
     assert fn["reward_kwargs"]["reward"] == "length-penalty"
     assert config["algorithm"]["adv_estimator"] == "grpo" and config["actor_rollout_ref"]["rollout"]["n"] == 8
+
+
+# --- membuilder-qa (dense QA in the loop) through the adapter ---------------------------------
+
+def dense_qa_prompt(pid: str, memory_type: str = "episodic", **more) -> RLPrompt:
+    """A membuilder-qa prompt as `train grpo-data --qa-engine ... --out x.parquet` writes it
+    (nested inputs as JSON text): a dog in the semantic store before the session, 3 questions."""
+    from mnemoray.memory.ops import Provenance, new_item
+    from mnemoray.rewards.dense_qa import JSON_KEYS
+
+    dog = new_item("semantic", "Biscuit - Sam's beagle", Provenance("h1:S1"))
+    empty = {"operations": []}
+    info = {"memory_type": memory_type, "session_id": "h1:S2", "session_date": "2023-05-02",
+            "state_before": {"core": "", "stores": {"semantic": [dog.model_dump(mode="json")]}},
+            "expert_ops": {"core": empty, "episodic": empty, "semantic": empty, "procedural": empty},
+            "handles": {"semantic": {"S1": dog.id}}, "expert_length": len(MOVED),
+            "qa": [{"id": "q1", "type": "single-session", "question": "Where did Sam move?", "answer": "Lisbon"},
+                   {"id": "q2", "type": "single-session", "question": "What is Sam's dog called?",
+                    "answer": "Biscuit"},
+                   {"id": "q3", "type": "temporal", "question": "What car does Sam drive?",
+                    "answer": "a red Toyota"}], **more}
+    return prompt(pid, MOVED, **{k: json.dumps(v) if k in JSON_KEYS else v for k, v in info.items()})
+
+
+MOVED = json.dumps({"operations": [{"action": "ADD", "ids": [], "text": "2023-05-02: Sam moved to Lisbon in April"}]},
+                   sort_keys=True)
+
+
+def test_membuilder_qa_reward_through_verl_matches_the_loops_reward(tmp_path: Path, embedder):
+    """Rows of a verl parquet export scored by the adapter one at a time equal the reward pool's
+    batch scores (contains matching without an engine), with ADRPO counts for the batch step."""
+    from mnemoray.rewards.items import RewardItem, RewardScorer
+
+    prompts = [dense_qa_prompt("p0"), dense_qa_prompt("p1", qa_settings={"match": "judge"}),
+               dense_qa_prompt("p2", "semantic"), dense_qa_prompt("p3")]
+    rows = pq.read_table(export_verl_parquet(prompts, tmp_path / "train.parquet")).to_pylist()
+    both = json.dumps({"operations": [{"action": "ADD", "ids": [], "text": "Sam moved to Lisbon"},
+                                      {"action": "ADD", "ids": [], "text": "Sam drives a red Toyota"}]})
+    completions = [MOVED, MOVED, "I think Sam moved.", both]
+    outs = [compute_score(r["data_source"], text, r["reward_model"]["ground_truth"], r["extra_info"],
+                          reward="membuilder-qa") for r, text in zip(rows, completions, strict=True)]
+    assert all(list(o) == list(outs[0]) for o in outs)  # verl stacks every sample by the first one's keys
+    # Lisbon from the rollout's note, Biscuit from the store, the car nowhere: 2 / 3, one item of each type served
+    ok, judged, prose, full = outs
+    assert ok["score"] == pytest.approx(2 / 3) and ok["reward_failed"] == 0 and ok["qa_correct"] == 2
+    assert json.loads(ok["attribution_counts"]) == {"episodic": 1, "semantic": 1} and ok["match"] == "contains"
+    assert judged["reward_failed"] == 1 and "match 'judge' needs an engine" in judged["reward_error"]
+    assert prose["score"] == 0.0 and prose["reward_failed"] == 0 and prose["format_failed"] == 1  # a real 0
+    assert full["qa_correct"] == 3 and json.loads(full["attribution_counts"]) == {"episodic": 2, "semantic": 1}
+    loop = RewardScorer("membuilder-qa").score([RewardItem(p.id, p.data_source, text, p.ground_truth, p.extra_info)
+                                                for p, text in zip(prompts, completions, strict=True)])
+    assert [o["score"] for o in outs] == pytest.approx([r.score for r in loop])
+    extra_info = np.empty(4, dtype=object)
+    extra_info[:] = [r["extra_info"] for r in rows]
+    data = batch(torch.ones(4, 2), extra_info=extra_info, **verl_stack(outs))
+    # episodic items served 3 correct answers, semantic 2: the episodic samples are boosted
+    assert apply_attribution(data, alpha=4.0).weights == [4.0, 4.0, 1.0, 4.0]
+    bad = compute_score("membuilder", MOVED, None, {"memory_type": "episodic"}, reward="membuilder-qa")
+    assert bad["reward_failed"] == 1 and "extra_info['state_before'] is required" in bad["reward_error"]
+    with pytest.raises(RewardConfigError, match=r"reward engine .*nope.yaml"):
+        compute_score("membuilder", MOVED, None, {}, reward="membuilder-qa", engine=str(tmp_path / "nope.yaml"))

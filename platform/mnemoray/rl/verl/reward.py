@@ -24,9 +24,16 @@ other sample with them (a key missing from one sample is a KeyError in verl):
 - "reward_failed": 0 or 1 (1: the score is a failure's 0.0), "reward_error": "" or the
   reasons (the reward's error and any attribution problem).
 
-Configuration mistakes (an unknown reward name, a judge reward, a custom file that does
-not load) raise `RewardConfigError` on the first call: they are not per-sample failures and
-should stop the run instead of training on zeros.
+Judge rewards score whole batches with an engine; those that also run without one
+(`engine_optional`, e.g. membuilder-qa: the dense QA reward, its answers matched by
+"contains" without an engine) are called here one sample at a time, with the engine of
+`reward_kwargs.engine` (an engine config file, built once per process) when given. Its
+`attribution_counts` come out like any reward's, for the ADRPO batch step.
+
+Configuration mistakes (an unknown reward name, a judge reward that needs an engine, a
+custom file that does not load, an engine file that does not validate) raise
+`RewardConfigError` on the first call: they are not per-sample failures and should stop the
+run instead of training on zeros.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ EXTRA_KEYS: dict[str, tuple[str, ...]] = {
     "keyword-count": ("chars",),
     "dense-qa": ("correct", "total"),
     "length-penalty": ("task_reward", "length_penalty", "memory_type", "format_ok", "tokens", "rho"),
+    "membuilder-qa": ("task_reward", "length_penalty", "memory_type", "format_ok", "format_failed", "qa_total",
+                      "qa_failed", "qa_correct", "match"),
 }
 # Keyword arguments verl's reward managers add on their own (reward-model routing); accepted and ignored.
 VERL_CALL_KWARGS = frozenset({"reward_router_address", "reward_model_tokenizer"})
@@ -69,7 +78,7 @@ class RewardConfigError(ValueError):
 
 
 _cache_lock = threading.Lock()
-_reward_cache: dict[str, Callable[..., Any]] = {}
+_reward_cache: dict[tuple[str, str | None], Callable[..., Any]] = {}
 _warned_kwargs: set[str] = set()
 
 
@@ -79,13 +88,48 @@ def is_file_reference(reward: str) -> bool:
     return path.endswith(".py")
 
 
-def resolve_reward(reward: str) -> Callable[..., Any]:
+def build_judge_engine(path: str) -> Any:
+    """The engine of an engine config file (mnemoray.config.llm.EngineConfig); RewardConfigError naming it."""
+    from mnemoray.config import load_config
+    from mnemoray.config.base import ConfigError
+    from mnemoray.config.llm import EngineConfig
+    from mnemoray.llm.registry import build_engine
+
+    try:
+        return build_engine(load_config(EngineConfig, path))
+    except (ConfigError, OSError, ValueError) as err:
+        raise RewardConfigError(f"reward engine {path}: {err}") from err
+
+
+def per_sample(reward: str, spec: Any, engine_path: str | None) -> Callable[..., Any]:
+    """A batch judge reward as a verl-signature function: each call scores a batch of one."""
+    from mnemoray.registry import load_target
+    from mnemoray.rewards.items import RewardItem
+
+    batch_fn, adapter = REWARDS.load(reward), load_target(spec.item_adapter)
+    engine = build_judge_engine(engine_path) if engine_path else None
+
+    def score(data_source: str, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None
+              ) -> dict[str, Any]:
+        info = dict(extra_info or {})
+        sample_id = str(info.get("mnemoray_id") or info.get("index") or "sample")
+        (result,) = batch_fn(engine, [adapter(RewardItem(sample_id, data_source, solution_str, ground_truth, info))],
+                             0 if engine is None else 2)
+        if result.failed:
+            raise ValueError(result.error)
+        return {"score": result.score, **result.extras}
+
+    score.__qualname__ = f"{reward}_per_sample"
+    return score
+
+
+def resolve_reward(reward: str, engine: str | None = None) -> Callable[..., Any]:
     """The verl-signature function `reward` names (cached per process); RewardConfigError otherwise."""
     if not isinstance(reward, str) or not reward:
         raise RewardConfigError(f"reward must be a registered name or 'path/to/file.py:function', got {reward!r}")
     with _cache_lock:
-        if reward in _reward_cache:
-            return _reward_cache[reward]
+        if (reward, engine) in _reward_cache:
+            return _reward_cache[(reward, engine)]
         if is_file_reference(reward):
             try:
                 fn = load_custom_reward(reward)
@@ -96,14 +140,15 @@ def resolve_reward(reward: str) -> Callable[..., Any]:
                 spec = REWARDS.spec(reward)
             except UnknownName as err:
                 raise RewardConfigError(f"{err} (or give a file reference 'path/to/file.py:function')") from err
-            if spec.needs_judge:
+            if spec.needs_judge and not (spec.engine_optional or engine):
                 raise RewardConfigError(
                     f"reward {reward!r} calls an LLM judge on whole batches; verl's per-sample custom reward "
-                    "function cannot run it (judge upstream and use a reward that reads the verdicts, e.g. dense-qa)")
+                    "function runs it only with reward_kwargs.engine (an engine config file), one call per sample "
+                    "(or judge upstream and use a reward that reads the verdicts, e.g. dense-qa)")
             if reward == "custom":
                 raise RewardConfigError("reward 'custom' needs the file itself: set reward to 'path/file.py:function'")
-            fn = REWARDS.load(reward)
-        _reward_cache[reward] = fn
+            fn = per_sample(reward, spec, engine) if spec.needs_judge else REWARDS.load(reward)
+        _reward_cache[(reward, engine)] = fn
         return fn
 
 
@@ -180,12 +225,15 @@ def warn_unknown_kwargs(kwargs: Mapping[str, Any]) -> None:
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any] | None = None,
                   reward: str = DEFAULT_REWARD, attribution_key: str | None = ATTRIBUTION_COUNTS_KEY,
-                  extra_keys: Sequence[str] | str | None = None, **kwargs: Any) -> dict[str, Any]:
+                  extra_keys: Sequence[str] | str | None = None, engine: str | None = None,
+                  **kwargs: Any) -> dict[str, Any]:
     """verl custom reward function: the mnemoray reward `reward` on one response (see the module docstring).
 
-    reward: a `REWARDS` name without a judge (keyword-count, length-penalty, dense-qa) or
-      "path/to/file.py:function" (a user's verl-style compute_score; use an absolute path,
-      verl's reward workers may run in another directory).
+    reward: a `REWARDS` name without a judge (keyword-count, length-penalty, dense-qa), a
+      judge reward whose engine is optional (membuilder-qa), or "path/to/file.py:function"
+      (a user's verl-style compute_score; use an absolute path, verl's reward workers may
+      run in another directory).
+    engine: an engine config file for a judge reward (absolute path), built once per process.
     attribution_key: where this sample's ADRPO counts are (reward extras first, then
       extra_info) and the key they are emitted under; None emits no counts.
     extra_keys: which reward extras to emit: None = the registered reward's known extras
@@ -193,7 +241,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
       vary between samples: verl requires the same keys for every sample).
     """
     warn_unknown_kwargs(kwargs)
-    fn = resolve_reward(reward)
+    fn = resolve_reward(reward, engine)
     errors: list[str] = []
     try:
         info = clean_extra_info(extra_info)
