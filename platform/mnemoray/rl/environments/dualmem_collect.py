@@ -53,10 +53,6 @@ class TrajectorySource:
     queries: tuple[RoleplayQuery, ...]
 
 
-def chunk_count(history: History, chunk_turns: int) -> int:
-    return sum(math.ceil(len(spoken_turns(s)) / chunk_turns) for s in history.sessions)
-
-
 def clip_history(history: History, chunk_turns: int, max_chunks: int, visible_sessions: int | None = None) -> History:
     """The history cut to its first `max_chunks` chunks of `chunk_turns` spoken turns (and to
     its first `visible_sessions` sessions); empty sessions are dropped."""
@@ -176,5 +172,5 @@ def trajectory_record(trajectories: Sequence[Trajectory], results: Sequence[Any]
             "trajectory/queries": len(results)}
 
 
-__all__ = ["DualmemCollector", "TrajectorySource", "chunk_count", "clip_history", "group_stats", "load_sources",
+__all__ = ["DualmemCollector", "TrajectorySource", "clip_history", "group_stats", "load_sources",
            "trajectory_record", "trajectory_source"]
