@@ -9,9 +9,15 @@ local Ray) once per embedder setting, preloads one tenant with `--sessions` sess
    batched (`@serve.batch`) and unbatched;
 2. add: sessions per second with `rag-hybrid` (8 concurrent clients, distinct sessions),
    and with `dualmem` whose memory model is the instant fault endpoint (an
-   OpenAI-compatible URL answering schema-valid JSON at once).
+   OpenAI-compatible URL answering schema-valid JSON at once);
+3. peer: mem0 in process (benchmarks/peers/mem0_memory.py in .venv-bench-mem0/, made by
+   scripts/setup_bench_mem0.sh; `infer=False`, the same MiniLM, FAISS) doing the same adds
+   and the same searches (one fixed query list) at the same concurrency, after the service
+   has stopped (adds on one thread: mem0's FAISS store fails to save under concurrent adds);
+   printed side by side with ratios. Skipped with a note when that venv is absent.
 
     python benchmarks/memory_service.py [--quick] [--clients 8,32,128] [--skip-unbatched] [--skip-dualmem]
+                                        [--skip-mem0]
 
 Goal on 2 cores: search p95 <= 50 ms at 32 clients.
 """
@@ -46,6 +52,14 @@ def session_turns(i: int) -> list[dict[str, str]]:
             {"speaker": "assistant", "text": f"Thanks for telling me about {topic} (note {i})."},
             {"speaker": "user", "text": f"Also, on day {i} I felt {['happy', 'tired', 'busy'][i % 3]}."},
             {"speaker": "assistant", "text": "Noted."}]
+
+
+def queries(n: int = 100) -> list[str]:
+    """The search workload: the same list, in the same order, for the service and for mem0."""
+    return [f"what did I say about {TOPICS[(i * 3) % len(TOPICS)]} on day {i}?" for i in range(n)]
+
+
+K = 5
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -106,26 +120,29 @@ async def search_load(url: str, key: str, clients: int, total: int) -> dict[str,
     latencies: list[float] = []
     sent = 0
     async with AsyncMemoryClient(url, key, timeout_s=600, max_connections=clients) as client:
-        await client.search("warm up", 5)
+        await client.search("warm up", K)
 
-        async def worker(w: int) -> None:
+        asked = queries()
+
+        async def worker() -> None:
             nonlocal sent
             while sent < total:
+                q = asked[sent % len(asked)]
                 sent += 1
-                q = f"what did I say about {TOPICS[(w + sent) % len(TOPICS)]}?"
                 t0 = time.perf_counter()
-                await client.search(q, 5)
+                await client.search(q, K)
                 latencies.append(time.perf_counter() - t0)
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(clients)))
+        await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - start
     ms = [x * 1000 for x in latencies]
     return {"clients": clients, "n": len(ms), "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
             "p99_ms": percentile(ms, 99), "rps": len(ms) / wall}
 
 
-def run_search(folder: Path, batching: bool, args) -> list[dict[str, float]]:
+def run_search(folder: Path, batching: bool, args) -> tuple[list[dict[str, float]], float]:
+    """Search rows per level, and the preload's add rate (sessions/s)."""
     yaml = f"memory: {{name: rag-hybrid}}\nembedder: {{batching: {str(batching).lower()}}}\n"
     with service(folder, yaml) as url:
         key = new_tenant(url, "bench")
@@ -137,7 +154,7 @@ def run_search(folder: Path, batching: bool, args) -> list[dict[str, float]]:
             rows.append(row)
             print(f"  search batched={batching!s:5} clients={clients:4d}: p50 {row['p50_ms']:.1f} ms  "
                   f"p95 {row['p95_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  {row['rps']:.0f} req/s", flush=True)
-        return rows
+        return rows, rate
 
 
 def run_dualmem(folder: Path, n: int) -> float:
@@ -162,6 +179,46 @@ def run_dualmem(folder: Path, n: int) -> float:
         fault.wait(timeout=30)
 
 
+MEM0_PYTHON = REPO / ".venv-bench-mem0" / "bin" / "python"
+
+
+def run_mem0(folder: Path, args) -> dict | None:
+    """The peer in its own venv and process; None (with a note) when that venv is missing."""
+    if not MEM0_PYTHON.exists():
+        print(f"  mem0: skipped ({MEM0_PYTHON.relative_to(REPO)} missing: run scripts/setup_bench_mem0.sh)")
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    workload = folder / "workload.json"
+    workload.write_text(json.dumps({"sessions": [{"session_id": f"s{i}", "turns": session_turns(i)}
+                                                 for i in range(args.sessions)], "queries": queries(), "k": K}))
+    out = folder / "mem0.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    subprocess.run([str(MEM0_PYTHON), str(REPO / "benchmarks" / "peers" / "mem0_memory.py"), "--workload",
+                    str(workload), "--clients", ",".join(map(str, args.clients)), "--searches", str(args.searches),
+                    "--writers", str(args.mem0_writers), "--out", str(out)],
+                   check=True, env=env | {"MEM0_TELEMETRY": "false"})
+    return json.loads(out.read_text())
+
+
+def side_by_side(service_rows: list[dict], add_rate: float, mem0: dict) -> None:
+    """Service vs mem0 at each level; ratios > 1 favour the service (mem0 latency / service latency,
+    service throughput / mem0 throughput)."""
+    print("\n  clients | service p50 / p95 / p99 ms, req/s | mem0 p50 / p95 / p99 ms, req/s | "
+          "p95 mem0/service | req/s service/mem0")
+    peer = {r["clients"]: r for r in mem0["search"]}
+    for row in service_rows:
+        m = peer.get(row["clients"])
+        if m is None:
+            continue
+        print(f"  {row['clients']:7d} | {row['p50_ms']:6.1f} {row['p95_ms']:6.1f} {row['p99_ms']:6.1f} "
+              f"{row['rps']:6.0f} | {m['p50_ms']:6.1f} {m['p95_ms']:6.1f} {m['p99_ms']:6.1f} {m['rps']:6.0f} | "
+              f"{m['p95_ms'] / row['p95_ms']:16.2f} | {row['rps'] / m['rps']:18.2f}")
+    a = mem0["add"]
+    print(f"  add: service {add_rate:.1f} sessions/s (8 writers), mem0 {a['sessions_per_s']:.1f} sessions/s "
+          f"({a['writers']} writers, {a['items']} items = one per message, {a['logged_errors']} errors logged): "
+          f"service/mem0 {add_rate / a['sessions_per_s']:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sessions and searches")
@@ -170,6 +227,9 @@ def main() -> None:
     parser.add_argument("--searches", type=int, default=None)
     parser.add_argument("--skip-unbatched", action="store_true")
     parser.add_argument("--skip-dualmem", action="store_true")
+    parser.add_argument("--skip-mem0", action="store_true", help="no mem0 peer run")
+    parser.add_argument("--mem0-writers", type=int, default=1,
+                        help="mem0 adding threads (its FAISS store logs failed saves with more than one)")
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
     args.sessions = args.sessions or (100 if args.quick else 500)
@@ -179,14 +239,21 @@ def main() -> None:
     print(f"memory service on {os.cpu_count()} CPUs, loopback; {args.sessions} sessions preloaded, "
           f"{args.searches} searches per level", flush=True)
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as tmp:
-        results = {"batched": run_search(Path(tmp) / "batched", True, args)}
+        results: dict = {}
+        results["batched"], add_rate = run_search(Path(tmp) / "batched", True, args)
+        results["rag_hybrid_sessions_per_s"] = add_rate
         if not args.skip_unbatched:
-            results["unbatched"] = run_search(Path(tmp) / "unbatched", False, args)
+            results["unbatched"], _ = run_search(Path(tmp) / "unbatched", False, args)
         if not args.skip_dualmem:
             n = 20 if args.quick else 100
             rate = run_dualmem(Path(tmp) / "dualmem", n)
             results["dualmem_sessions_per_s"] = rate
             print(f"  add: dualmem on the instant endpoint: {rate:.1f} sessions/s ({n} sessions, 8 writers)")
+        if not args.skip_mem0:
+            mem0 = run_mem0(Path(tmp) / "mem0", args)
+            if mem0 is not None:
+                results["mem0"] = mem0
+                side_by_side(results["batched"], add_rate, mem0)
     print(json.dumps(results, indent=1))
 
 
