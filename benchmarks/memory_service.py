@@ -17,7 +17,12 @@ local Ray) once per embedder setting, preloads one tenant with `--sessions` sess
    printed side by side with ratios. Skipped with a note when that venv is absent.
 
     python benchmarks/memory_service.py [--quick] [--clients 8,32,128] [--skip-unbatched] [--skip-dualmem]
-                                        [--skip-mem0]
+                                        [--skip-mem0] [--before] [--profile]
+
+`--before` also runs the batched embedder with `busy_wait_timeout_s: 0` (searches never wait
+for others in flight) and prints before/after ratios; `--profile` prints the CPU each search
+costs in each process (Serve's proxy, ingress, store, embedder, the rest of Ray, this load
+generator).
 
 Goal on 2 cores: search p95 <= 50 ms at 32 clients.
 """
@@ -87,7 +92,7 @@ def service(folder: Path, extra_yaml: str):
                 break
             except OSError:
                 time.sleep(0.1)
-        yield url
+        yield url, proc
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=120)
@@ -141,19 +146,54 @@ async def search_load(url: str, key: str, clients: int, total: int) -> dict[str,
             "p99_ms": percentile(ms, 99), "rps": len(ms) / wall}
 
 
-def run_search(folder: Path, batching: bool, args) -> tuple[list[dict[str, float]], float]:
-    """Search rows per level, and the preload's add rate (sessions/s)."""
-    yaml = f"memory: {{name: rag-hybrid}}\nembedder: {{batching: {str(batching).lower()}}}\n"
-    with service(folder, yaml) as url:
+def cpu_by_process(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the service's processes, by role: Serve's proxy,
+    each deployment's replicas, the rest of Ray; plus this load generator."""
+    import psutil
+
+    out: dict[str, float] = {}
+    procs = [psutil.Process(root)]
+    procs += procs[0].children(recursive=True)
+    for proc in procs:
+        try:
+            title = " ".join(proc.cmdline())[:200]
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        role = next((name for name in ("ProxyActor", "MemoryIngress", "MemoryStore", "Embedder", "MemoryModel",
+                                       "ServeController") if name in title), "other Ray")
+        out[role] = out.get(role, 0.0) + times.user + times.system
+    me = psutil.Process().cpu_times()
+    out["load generator"] = me.user + me.system
+    return out
+
+
+def print_profile(before: dict[str, float], after: dict[str, float], n: int) -> None:
+    used = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    total = sum(used.values())
+    shown = ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0)
+    print(f"    CPU ms per search: {shown} (total {total / n * 1000:.1f})", flush=True)
+
+
+def run_search(folder: Path, batching: bool, args, busy_wait: float | None = None) -> tuple[list[dict], float]:
+    """Search rows per level, and the preload's add rate (sessions/s). `busy_wait`: the
+    embedder's busy_wait_timeout_s (None: the service's default)."""
+    extra = "" if busy_wait is None else f", busy_wait_timeout_s: {busy_wait}"
+    yaml = f"memory: {{name: rag-hybrid}}\nembedder: {{batching: {str(batching).lower()}{extra}}}\n"
+    with service(folder, yaml) as (url, proc):
         key = new_tenant(url, "bench")
         rate = asyncio.run(add_sessions(url, key, range(args.sessions), 8))
         print(f"  preload: {args.sessions} sessions, {rate:.1f} sessions/s (rag-hybrid, 8 writers)", flush=True)
         rows = []
         for clients in args.clients:
+            before = cpu_by_process(proc.pid) if args.profile else {}
             row = asyncio.run(search_load(url, key, clients, args.searches))
             rows.append(row)
-            print(f"  search batched={batching!s:5} clients={clients:4d}: p50 {row['p50_ms']:.1f} ms  "
+            label = f"batched={batching!s:5}" + ("" if busy_wait is None else f" busy_wait={busy_wait}")
+            print(f"  search {label} clients={clients:4d}: p50 {row['p50_ms']:.1f} ms  "
                   f"p95 {row['p95_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  {row['rps']:.0f} req/s", flush=True)
+            if args.profile:
+                print_profile(before, cpu_by_process(proc.pid), row["n"])
         return rows, rate
 
 
@@ -171,7 +211,7 @@ def run_dualmem(folder: Path, n: int) -> float:
                 time.sleep(0.1)
         (folder / "llm.yaml").write_text(
             f"engine: openai\nmodel: fault-model\nbase_url: http://127.0.0.1:{port}/v1\nmax_retries: 0\n")
-        with service(folder, f"llm: {folder / 'llm.yaml'}\nmemory: {{name: dualmem}}\n") as url:
+        with service(folder, f"llm: {folder / 'llm.yaml'}\nmemory: {{name: dualmem}}\n") as (url, _):
             key = new_tenant(url, "bench-dualmem", "dualmem")
             return asyncio.run(add_sessions(url, key, range(n), 8))
     finally:
@@ -198,6 +238,14 @@ def run_mem0(folder: Path, args) -> dict | None:
                     "--writers", str(args.mem0_writers), "--out", str(out)],
                    check=True, env=env | {"MEM0_TELEMETRY": "false"})
     return json.loads(out.read_text())
+
+
+def before_after(before: list[dict], after: list[dict]) -> None:
+    """The embedder without (before) and with (after) waiting for searches in flight."""
+    print("\n  clients | p95 ms before -> after | req/s before -> after | p95 before/after | req/s after/before")
+    for b, a in zip(before, after):
+        print(f"  {a['clients']:7d} | {b['p95_ms']:7.1f} -> {a['p95_ms']:7.1f} | {b['rps']:6.0f} -> {a['rps']:6.0f} | "
+              f"{b['p95_ms'] / a['p95_ms']:16.2f} | {a['rps'] / b['rps']:18.2f}")
 
 
 def side_by_side(service_rows: list[dict], add_rate: float, mem0: dict) -> None:
@@ -228,6 +276,9 @@ def main() -> None:
     parser.add_argument("--skip-unbatched", action="store_true")
     parser.add_argument("--skip-dualmem", action="store_true")
     parser.add_argument("--skip-mem0", action="store_true", help="no mem0 peer run")
+    parser.add_argument("--profile", action="store_true", help="CPU per search by process (proxy, deployments, ...)")
+    parser.add_argument("--before", action="store_true",
+                        help="also run with embedder.busy_wait_timeout_s: 0 (no wait for searches in flight)")
     parser.add_argument("--mem0-writers", type=int, default=1,
                         help="mem0 adding threads (its FAISS store logs failed saves with more than one)")
     args = parser.parse_args()
@@ -242,6 +293,9 @@ def main() -> None:
         results: dict = {}
         results["batched"], add_rate = run_search(Path(tmp) / "batched", True, args)
         results["rag_hybrid_sessions_per_s"] = add_rate
+        if args.before:
+            results["batched_no_busy_wait"], _ = run_search(Path(tmp) / "before", True, args, busy_wait=0)
+            before_after(results["batched_no_busy_wait"], results["batched"])
         if not args.skip_unbatched:
             results["unbatched"], _ = run_search(Path(tmp) / "unbatched", False, args)
         if not args.skip_dualmem:

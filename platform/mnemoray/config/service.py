@@ -51,6 +51,9 @@ class BatchSettings(StrictModel):
 
 class EmbedderSettings(BatchSettings):
     model: str | None = Field(None, description="sentence-transformers folder; None = the packaged MiniLM")
+    busy_wait_timeout_s: float = Field(
+        0.02, ge=0, description="with other searches in flight, how long a query waits for them to share its "
+        "forward pass (0: never longer than batch_wait_timeout_s)")
     device: str = "cpu"
     deployment: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5))
 

@@ -61,7 +61,7 @@ def service(ray_local, tmp_path_factory):
     cfg = MemoryServiceConfig.model_validate({
         "data_dir": str(folder / "data"), "admin_key_file": str(folder / "admin.key"), "port": free_port(),
         "llm": str(folder / "llm.yaml"), "max_body_bytes": 65536, "retry_interval_s": 0.5,
-        "embedder": {"deployment": {"num_cpus": 0.25}}, "store": {"num_cpus": 0.25},
+        "embedder": {"deployment": {"num_cpus": 0.25}, "busy_wait_timeout_s": 0.2}, "store": {"num_cpus": 0.25},
         "model": {"deployment": {"num_cpus": 0.25}},
     })
     url = run_memory_app(cfg)
@@ -157,6 +157,26 @@ def test_concurrent_adds_of_the_same_facts_leave_no_duplicates(service):
     assert sorted(items[0]["sessions"]) == [f"d{i}" for i in range(6)]
     hits = client.search("dog Max", 5)
     assert len(hits) == 2 and len({h["id"] for h in hits}) == 2
+
+
+def test_concurrent_searches_share_forward_passes_and_each_gets_its_own_results(service):
+    """Searches in flight together wait briefly for each other at the embedder (one forward
+    pass for several queries); every caller still gets exactly its own query's results."""
+    from ray import serve
+
+    client = MemoryClient(service, new_tenant(service, "judy"))
+    client.add(DOG, session_id="j1", date="7 May 2024")
+    client.add(JOB, session_id="j2", date="8 May 2024")
+    queries = [f"{topic} {i}" for i, topic in enumerate(["dog Max", "river walks", "sister nurse", "Lisbon"] * 4)]
+    alone = [client.search(q, 3) for q in queries]
+    embedder = serve.get_deployment_handle("Embedder", "memory")
+    before = embedder.batch_stats.remote().result()["shared_searches"]
+    with ThreadPoolExecutor(len(queries)) as pool:
+        together = list(pool.map(lambda q: client.search(q, 3), queries))
+    assert embedder.batch_stats.remote().result()["shared_searches"] > before
+    assert [[h["id"] for h in r] for r in together] == [[h["id"] for h in r] for r in alone]
+    assert [[round(h["score"], 4) for h in r] for r in together] == [[round(h["score"], 4) for h in r] for r in alone]
+    assert len({tuple(h["id"] for h in r) for r in alone}) > 1  # the queries do rank differently
 
 
 def test_export_import_delete_and_history_through_the_clients(service):

@@ -8,7 +8,10 @@ Deployments:
   tenant serialises its writes; a background thread retries pending sessions (also those
   found on disk after a restart).
 - `Embedder`: the sentence encoder with `@serve.batch`, so concurrent searches and writes
-  share forward passes; frameworks in the store call it through `RemoteEmbedder`.
+  share forward passes; frameworks in the store call it through `RemoteEmbedder`. A search
+  carries how many searches its ingress has in flight: when others are coming it waits up
+  to `busy_wait_timeout_s` for them (a lone search never waits longer than usual), since
+  under load searches reach the embedder too spread out to fill a batch within 2 ms.
 - `MemoryModel` (only with `llm:`): the engine of an engine config (hf, an
   OpenAI-compatible URL, ...) with `@serve.batch`; LLM-built frameworks call it through
   `HandleEngine`, and `/v1/chat/completions` answers with it.
@@ -57,14 +60,18 @@ log = logging.getLogger("mnemoray.memory_service")
 class Embedder:
     """The sentence encoder; single texts are batched across concurrent callers."""
 
-    def __init__(self, model: str | None, device: str, batching: bool, max_batch_size: int, wait_s: float) -> None:
+    def __init__(self, model: str | None, device: str, batching: bool, max_batch_size: int, wait_s: float,
+                 busy_wait_s: float = 0.0) -> None:
         from mnemoray.index.embedder import Embedder as LocalEmbedder
 
         self.embedder = LocalEmbedder(model, device=device, store=None)
         self.batching = batching
-        self._stats = {"calls": 0, "texts": 0, "max_batch": 0}
+        self.max_batch_size = max_batch_size
+        self.busy_wait_s = busy_wait_s
+        self._stats = {"calls": 0, "texts": 0, "max_batch": 0, "shared_searches": 0}
         self.encode_batch.set_max_batch_size(max_batch_size)
         self.encode_batch.set_batch_wait_timeout_s(wait_s)
+        self.encode_busy.set_batch_wait_timeout_s(busy_wait_s)
 
     def dim(self) -> int:
         return self.embedder.dim
@@ -78,16 +85,27 @@ class Embedder:
         self._stats["max_batch"] = max(self._stats["max_batch"], len(texts))
         return self.embedder.encode(texts)
 
-    async def encode(self, text: str) -> np.ndarray:
-        if self.batching:
-            return await self.encode_batch(text)
-        return (await asyncio.to_thread(self._encode, [text]))[0]
+    async def encode(self, text: str, busy: int = 1) -> np.ndarray:
+        """`busy`: searches the caller has in flight (this one included). With others coming,
+        a query waits up to `busy_wait_s` for them, so one forward pass serves them all."""
+        if not self.batching:
+            return (await asyncio.to_thread(self._encode, [text]))[0]
+        if busy > 1 and self.busy_wait_s > 0:
+            self.encode_busy.set_max_batch_size(min(busy, self.max_batch_size))
+            return await self.encode_busy(text)
+        return await self.encode_batch(text)
 
     async def encode_many(self, texts: list[str]) -> np.ndarray:
         return await asyncio.to_thread(self._encode, texts)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        return list(await asyncio.to_thread(self._encode, texts))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.02)
+    async def encode_busy(self, texts: list[str]) -> list[np.ndarray]:
+        if len(texts) > 1:
+            self._stats["shared_searches"] += len(texts)
         return list(await asyncio.to_thread(self._encode, texts))
 
 
@@ -237,8 +255,9 @@ class MemoryStore:
             if self._stop.wait(self.cfg.retry_interval_s):
                 return
 
-    async def call(self, tenant: str, framework: str, op: str, *args: Any) -> tuple[int, Any]:
-        """`op` on the tenant's memory -> (status, body); expected failures as statuses."""
+    async def call(self, tenant: str, framework: str, op: str, *args: Any, busy: int = 1) -> tuple[int, Any]:
+        """`op` on the tenant's memory -> (status, body); expected failures as statuses.
+        `busy`: searches in flight at the caller (a hint for the embedder's batching)."""
         if op not in WRITES | READS:
             return 400, {"error": {"message": f"unknown operation {op}", "type": "invalid_request_error"}}
         try:
@@ -249,7 +268,7 @@ class MemoryStore:
             if op == "search" and framework in self._embeds:
                 # the query's vector on the event loop (batched with other callers), so the
                 # worker thread only ranks
-                self.remote.prime(args[0], await self.embedder.encode.remote(args[0]))
+                self.remote.prime(args[0], await self.embedder.encode.remote(args[0], busy))
             if op in WRITES:
                 queue = self._queues.setdefault(tenant, asyncio.Lock())
                 async with queue:  # one write at a time per tenant, in arrival order
@@ -304,6 +323,7 @@ class MemoryIngress:
         self.registry = TenantRegistry(self.cfg.data_dir, load_admin_key(self.cfg.admin_key_file))
         self.store = store
         self.model = model
+        self._searches = 0  # searches in flight here: a hint for the embedder's batching
 
     # plumbing --------------------------------------------------------------------------
     async def _guard(self, work: Callable[[], Awaitable[JSONResponse]]) -> JSONResponse:
@@ -353,7 +373,13 @@ class MemoryIngress:
             raise ServiceError(422, f"body is not valid JSON: {err}") from None
 
     async def _store(self, tenant: Tenant, op: str, *args: Any) -> tuple[int, Any]:
-        return await self.store.call.remote(tenant.name, tenant.framework, op, *args)
+        if op != "search":
+            return await self.store.call.remote(tenant.name, tenant.framework, op, *args)
+        self._searches += 1
+        try:
+            return await self.store.call.remote(tenant.name, tenant.framework, op, *args, busy=self._searches)
+        finally:
+            self._searches -= 1
 
     # routes ----------------------------------------------------------------------------
     @api.get("/healthz")
@@ -553,7 +579,7 @@ def build_memory_app(cfg: MemoryServiceConfig) -> Any:
     plain = cfg.model_dump(mode="json")
     emb = cfg.embedder
     embedder = Embedder.options(**_options(emb.deployment)).bind(
-        emb.model, emb.device, emb.batching, emb.max_batch_size, emb.batch_wait_timeout_s)
+        emb.model, emb.device, emb.batching, emb.max_batch_size, emb.batch_wait_timeout_s, emb.busy_wait_timeout_s)
     model = None
     engine_cfg = engine_config_dict(cfg)
     if engine_cfg is not None:
