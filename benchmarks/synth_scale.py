@@ -111,7 +111,9 @@ def realmem_main(args: argparse.Namespace) -> None:
                    "--llm", str(llm), "--target-tokens", str(args.target_tokens), "--actors", str(args.actors),
                    "--workers", str(args.workers), "--per-worker", str(args.per_worker),
                    "--tiny-cache", args.tiny_cache]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ})
+            # a fresh embedding store per run: every text is encoded, as in a first run
+            env = {**os.environ, "MNEMORAY_EMBEDDING_CACHE": str(Path(tmp) / f"rm{n}_embeddings")}
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
             line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
                 print(proc.stderr[-3000:], file=sys.stderr)

@@ -291,3 +291,35 @@ def test_the_cli_names_bad_input_before_starting_anything(tmp_path):
     assert "no valid personas" in result.output and "line 1" in result.output and "'name'" in result.output
     result = CliRunner().invoke(app, [*base, "dialogue.max_turns=4", "dialogue.min_turns=6", "plan.phasez=2"])
     assert result.exit_code != 0 and "plan.phasez" in result.output and "max_turns" in result.output
+
+
+def test_a_machine_with_deferred_encodes_ends_like_one_encoding_itself(persona, embedder):
+    """Deferred: the memory's encodes come out as EncodeRequests (a worker batches them over personas)."""
+    from fakes import ScriptedEngine
+    from mnemoray.llm.structured import generate_structured
+    from mnemoray.synth.realmem.machine import EncodeRequest
+
+    cfg = small_cfg()
+    never = lambda r: valid_answer(r, evaluator={"goal_reached": False, "progress": 3})  # noqa: E731
+    own, _, _, _ = run_machine(persona, cfg, embedder, never)
+
+    class Refusing:  # a deferred machine never calls its encoder itself
+        dim = embedder.dim
+
+        def encode(self, texts):
+            raise AssertionError("a deferred machine must ask for its vectors")
+
+    machine = PersonaMachine(persona, cfg, new_memory(cfg, Refusing(), deferred=True))
+    engine, asked = ScriptedEngine(never), []
+    requests = machine.start()
+    while requests:
+        if isinstance(requests, EncodeRequest):
+            asked.append(requests.texts)
+            requests = machine.feed_vectors(embedder.encode(requests.texts))
+        else:
+            requests = machine.feed(generate_structured(engine, requests, max_retries=1))
+    assert len(asked) > len(own.sessions)  # retrieval in the dialogues, dedup in the memory manager
+    assert machine.drain() == own.rows
+    assert machine.public_history() == own.public_history()
+    with pytest.raises(ValueError, match="one vector per text"):
+        machine.feed_vectors(embedder.encode(["one"]))

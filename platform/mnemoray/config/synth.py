@@ -146,6 +146,10 @@ class RealMemRayConfig(RayClusterConfig):
     )
     worker_cpus: float = Field(0.25, gt=0, description="CPUs reserved by one persona worker")
     write_every: int = Field(64, ge=1, description="outcome rows a worker buffers per write (a crash loses these)")
+    batch_calls: int = Field(
+        16, ge=1, description="most LLM calls of one worker's personas sent to the fleet as one batch (1 = each "
+        "alone); calls asked at the same moment share one fleet call, which returns when its slowest call does"
+    )
 
 
 def _default_memory() -> MemoryConfig:

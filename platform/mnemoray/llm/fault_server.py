@@ -106,14 +106,21 @@ class FaultCounters:
 
 
 @functools.lru_cache(maxsize=128)
+def _validator(schema_json: str) -> Any:
+    """The schema's validator, checked against its meta-schema once (that check dominates)."""
+    schema = json.loads(schema_json)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+@functools.lru_cache(maxsize=128)
 def _instance_json(schema_json: str, salt: str | None = None) -> str:
     """A valid instance as JSON text (cached per schema and salt); raises UnsupportedSchema."""
-    schema = json.loads(schema_json)
-    value = instance_for(schema, salt)
-    try:
-        jsonschema.validate(value, schema)
-    except jsonschema.ValidationError as err:
-        raise UnsupportedSchema(f"generated instance is invalid: {err.message}") from err
+    value = instance_for(json.loads(schema_json), salt)
+    error = jsonschema.exceptions.best_match(_validator(schema_json).iter_errors(value))
+    if error is not None:
+        raise UnsupportedSchema(f"generated instance is invalid: {error.message}")
     return json.dumps(value)
 
 

@@ -9,6 +9,7 @@ the reason fed back; after the last retry it comes back as a typed failure
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -98,6 +99,23 @@ def check_schema(schema: Any) -> Any:
     return validator_cls
 
 
+@functools.lru_cache(maxsize=512)
+def _checked_validator(schema_json: str) -> Any:
+    schema = json.loads(schema_json)
+    return check_schema(schema)(schema)
+
+
+def schema_validator(schema: dict[str, Any]) -> Any:
+    """A validator for `schema`, checked once per distinct schema (checking the schema against
+    its meta-schema costs far more than validating one answer; callers send the same few
+    schemas over and over). Raises InvalidSchema if it is broken."""
+    try:
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):  # not JSON at all: let the check name the problem
+        return check_schema(schema)(schema)
+    return _checked_validator(key)
+
+
 def validate(value: Any, schema: dict[str, Any] | type[BaseModel]) -> Any:
     """Return the validated value (a model instance for a pydantic model) or raise SchemaError."""
     if isinstance(schema, type) and issubclass(schema, BaseModel):
@@ -109,8 +127,7 @@ def validate(value: Any, schema: dict[str, Any] | type[BaseModel]) -> Any:
             raise SchemaError(f"{loc}: {first.get('msg')}") from None
     import jsonschema
 
-    validator_cls = check_schema(schema)
-    error = jsonschema.exceptions.best_match(validator_cls(schema).iter_errors(value))
+    error = jsonschema.exceptions.best_match(schema_validator(schema).iter_errors(value))
     if error is not None:
         loc = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise SchemaError(f"{loc}: {error.message}")

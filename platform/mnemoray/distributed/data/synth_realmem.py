@@ -6,7 +6,11 @@ previous one, so a persona is a chain of single calls. The parallelism comes fro
 many personas at once: persona worker actors (async, `personas_per_worker` personas each)
 drive one `PersonaMachine` per persona (`mnemoray.synth.realmem.machine`) and send its next
 requests to the shared fleet (`mnemoray.distributed.actors.engine_fleet`), so the fleet's
-in-flight bound stays full although each persona waits on its own last call.
+in-flight bound stays full although each persona waits on its own last call. A worker's
+own CPU per call is what caps the fleet's fill, so it batches across its personas
+(`mnemoray.synth.realmem.batching`): calls asked in the same moment go to the fleet as one
+actor call (`ray.batch_calls`), and the machines' sentence encodes (retrieval, dedup) run as
+one encode per batch in a thread while the event loop serves the other personas.
 
 Outputs are the stage stores of `mnemoray.synth.store` (`stages/<name>/kept|rejects|done`):
 outlines, events, session_plans, memory, sessions, histories; the RealMem-format files in
@@ -39,8 +43,9 @@ from mnemoray.distributed.data.synth_rolememo import resolve
 from mnemoray.distributed.runtime import ray_session
 from mnemoray.llm.rows import maybe_json
 from mnemoray.llm.types import ChatRequest, ChatResult, Usage
+from mnemoray.synth.realmem.batching import Coalescer, EncodeBatcher
 from mnemoray.synth.realmem.inputs import file_name, load_personas
-from mnemoray.synth.realmem.machine import STAGES, PersonaMachine, Resume, new_memory
+from mnemoray.synth.realmem.machine import STAGES, EncodeRequest, PersonaMachine, Resume, new_memory
 from mnemoray.synth.realmem.public import write_public
 from mnemoray.synth.store import StageStore, expand
 
@@ -89,11 +94,17 @@ class PersonaWorker:
         self.cfg = RealMemSynthConfig.model_validate_json(cfg_json)
         self.client = FleetClient(fleet)
         self.embedder = Embedder.from_index_config(self.cfg.memory.index)
+        self.encoder = EncodeBatcher(self.embedder)  # one encode for the texts of all personas waiting
+        # calls asked together go to the fleet together (one actor call, one table); any number in flight
+        self.calls = Coalescer(self._ask, self.cfg.ray.batch_calls, max_running=1 << 20)
         tokenizer = self.cfg.tokenizer
         self.count_tokens = lambda text: count_tokens(text, tokenizer)
         self.buffer: dict[str, list[dict[str, Any]]] = {s: [] for s in STAGES}
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.lock = asyncio.Lock()
+
+    async def _ask(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        return results_of(await self.client.answer(requests_table(requests)))
 
     def _take(self, machine: PersonaMachine) -> None:
         rows = machine.drain()
@@ -132,15 +143,17 @@ class PersonaWorker:
             return {"persona_id": persona["id"], "sessions": 0, "calls": 0, "error": str(err)}
 
     async def _run(self, persona: dict[str, Any], resume: dict[str, Any]) -> dict[str, Any]:
-        machine = PersonaMachine(persona, self.cfg, new_memory(self.cfg, self.embedder),
+        machine = PersonaMachine(persona, self.cfg, new_memory(self.cfg, self.embedder, deferred=True),
                                  Resume(done={k: set(v) for k, v in resume["done"].items()}, kept=resume["kept"],
                                         checkpoint=resume["checkpoint"]), self.count_tokens)
         requests = machine.start()
         calls = 0
         while requests:
+            if isinstance(requests, EncodeRequest):
+                requests = machine.feed_vectors(await self.encoder.encode(requests.texts))
+                continue
             calls += len(requests)
-            answered = await self.client.answer(requests_table(requests))
-            requests = machine.feed(results_of(answered))
+            requests = machine.feed(await self.calls.ask(requests))
             self._take(machine)
             await self._flush()
         write_public(machine.public_history(), Path(self.cfg.out) / "dataset", persona["file_stem"])

@@ -16,6 +16,10 @@ dedup). The memory framework is synchronous; its calls reach the fleet through
 `ReplayEngine`, which raises `NeedAnswers` for a call it has no answer for yet: the machine
 restores the memory to its state before the step, yields those calls, and runs the step
 again with the answers known (call ids hash their content, so the rerun asks the same).
+Sentence-encoder work goes out the same way when the memory is built with `deferred=True`
+(`new_memory`): `ReplayEmbedder` raises `NeedVectors`, the machine yields an `EncodeRequest`
+and takes the vectors back through `feed_vectors`, so a scheduler can encode the texts of many
+personas in one batch (`mnemoray.synth.realmem.batching`) instead of one text per call.
 
 Resume: `Resume` carries what a persona already has on disk (stage records, done ids, the
 last memory checkpoint); done work is not redone, and sessions finished after the checkpoint
@@ -30,6 +34,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from mnemoray.config.synth import RealMemSynthConfig
 from mnemoray.llm.types import ChatRequest, ChatResult
 from mnemoray.memory.prompts import fit
@@ -41,7 +47,17 @@ from mnemoray.synth.realmem.timecheck import time_problems
 
 STAGES = ("outlines", "events", "session_plans", "memory", "sessions", "histories")
 Answers = dict[str, ChatResult]
-Flow = Generator[list[ChatRequest], Answers, Any]
+
+
+@dataclass(frozen=True)
+class EncodeRequest:
+    """Texts the machine needs sentence vectors for; answer with `feed_vectors` (one row each)."""
+
+    texts: list[str]
+
+
+Next = list[ChatRequest] | EncodeRequest
+Flow = Generator[Next, Any, Any]
 
 
 class NeedAnswers(BaseException):  # noqa: N818 - a control signal, not an error
@@ -69,6 +85,37 @@ class ReplayEngine:
         if missing:
             raise NeedAnswers(missing)
         return [self.known[r.id].model_copy(update={"id": r.id}) for r in requests]
+
+
+class NeedVectors(BaseException):  # noqa: N818 - a control signal, not an error
+    """Raised by a deferred `ReplayEmbedder` for texts it has no vectors for yet."""
+
+    def __init__(self, texts: list[str]):
+        super().__init__(f"{len(texts)} texts to encode")
+        self.texts = texts
+
+
+class ReplayEmbedder:
+    """The memory's sentence encoder: the wrapped embedder, or (deferred) vectors handed in."""
+
+    def __init__(self, embedder: Any, deferred: bool = False):
+        self.embedder = embedder
+        self.deferred = deferred
+        self.known: dict[str, np.ndarray] = {}
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not self.deferred:
+            return self.embedder.encode(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in self.known]
+        if missing:
+            raise NeedVectors(missing)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self.known[t] for t in texts])
 
 
 @dataclass
@@ -106,6 +153,8 @@ class PersonaMachine:
         self.replay = memory.model.engine
         if not isinstance(self.replay, ReplayEngine):
             raise TypeError("the machine's memory framework must be built with a ReplayEngine")
+        encoder = getattr(getattr(memory, "cache", None), "embedder", None)
+        self.vectors = encoder if isinstance(encoder, ReplayEmbedder) else None
         self.resume = resume or Resume()
         self.count_tokens = count_tokens or (lambda text: len(text.split()))
         self.outputs: list[tuple[str, dict[str, Any]]] = []
@@ -119,10 +168,17 @@ class PersonaMachine:
 
     # -- driving ---------------------------------------------------------------------------------
 
-    def start(self) -> list[ChatRequest]:
+    def start(self) -> Next:
         return self._advance(None)
 
-    def feed(self, results: list[ChatResult]) -> list[ChatRequest]:
+    def feed_vectors(self, vectors: np.ndarray) -> Next:
+        """Answer an `EncodeRequest`: one vector per text, in its order."""
+        if not isinstance(self._pending, EncodeRequest) or len(vectors) != len(self._pending.texts):
+            raise ValueError(f"feed_vectors answers an EncodeRequest with one vector per text, got {len(vectors)} "
+                             f"for {self._pending!r}")
+        return self._advance(np.asarray(vectors))
+
+    def feed(self, results: list[ChatResult]) -> Next:
         by_id = {r.id: r for r in results}
         for r in results:
             self._usage["calls"] += 1
@@ -132,7 +188,7 @@ class PersonaMachine:
             self._usage["latency_us"] += int(r.latency_s * 1e6)
         return self._advance(by_id)
 
-    def _advance(self, answers: Answers | None) -> list[ChatRequest]:
+    def _advance(self, answers: Any) -> Next:
         try:
             self._pending = next(self._flow) if answers is None else self._flow.send(answers)
         except StopIteration:
@@ -321,7 +377,7 @@ class PersonaMachine:
                                   goal=plan["goal"], transcript=transcript)
             answers = yield [req]
             message = _field(answers.get(req.id), "message")
-            hits = self.memory.retrieve(message, dcfg.memory_k) if len(self.memory) else []
+            hits = (yield from self._encoded(self.memory.retrieve, message, dcfg.memory_k)) if len(self.memory) else []
             handles = {f"M{i}": h.item for i, h in enumerate(hits, start=1)}
             memory_text = "\n".join(f"{h} [{it.timestamp or '?'}] {it.metadata.get('content', it.text)}"
                                     for h, it in handles.items()) or "(no memory yet)"
@@ -361,6 +417,24 @@ class PersonaMachine:
                 return turns, "goal_reached", progress
         return turns, "max_turns", progress
 
+    # -- sentence vectors ------------------------------------------------------------------------
+
+    def _take_vectors(self, need: NeedVectors) -> Flow:
+        vectors = yield EncodeRequest(list(need.texts))
+        self.vectors.known.update(zip(need.texts, vectors))
+
+    def _encoded(self, step: Callable[..., Any], *args: Any) -> Flow:
+        """Run a memory step that has no side effects before its encodes, asking for vectors until it can."""
+        while True:
+            try:
+                out = step(*args)
+            except NeedVectors as need:
+                yield from self._take_vectors(need)
+                continue
+            if self.vectors is not None:
+                self.vectors.known.clear()
+            return out
+
     # -- memory manager --------------------------------------------------------------------------
 
     def _remember(self, plan: dict[str, Any], public: dict[str, Any], project: dict[str, Any]) -> Flow:
@@ -379,6 +453,9 @@ class PersonaMachine:
                 pending = self.memory.extract(session, persona)
                 ops = self.memory.dedup(session, pending)
                 break
+            except NeedVectors as need:
+                yield from self._take_vectors(need)
+                continue
             except NeedAnswers as need:
                 asked = [r.model_copy(update={"metadata": {**r.metadata, "stage": "memory"}}) for r in need.requests]
                 answers = yield asked
@@ -390,6 +467,8 @@ class PersonaMachine:
                                                    f"{r.metadata.get('call', 'memory')}: {result.error}", result.text))
         for r in list(self.replay.known):  # answers are only needed inside one step
             del self.replay.known[r]
+        if self.vectors is not None:  # the memory's own cache keeps what it encoded
+            self.vectors.known.clear()
         index = {make_turn_id(uuid, i): i for i in range(len(turns))}
         prefix, tail = plan["identifier"].split(":", 1) if ":" in plan["identifier"] else (plan["identifier"], "")
         extracted = []
@@ -461,12 +540,19 @@ def drive(machine: PersonaMachine, engine: Any, max_retries: int = 1) -> Persona
 
     requests = machine.start()
     while requests:
-        requests = machine.feed(generate_structured(engine, requests, max_retries=max_retries))
+        if isinstance(requests, EncodeRequest):
+            requests = machine.feed_vectors(machine.vectors.embedder.encode(requests.texts))
+        else:
+            requests = machine.feed(generate_structured(engine, requests, max_retries=max_retries))
     return machine
 
 
-def new_memory(cfg: RealMemSynthConfig, embedder: Any = None) -> Any:
-    """The realmem framework as the machine's memory manager (its engine replays the machine's answers)."""
+def new_memory(cfg: RealMemSynthConfig, embedder: Any = None, deferred: bool = False) -> Any:
+    """The realmem framework as the machine's memory manager (its engine replays the machine's answers;
+    `deferred`: its sentence encodes become the machine's `EncodeRequest`s)."""
+    from mnemoray.index.embedder import Embedder
     from mnemoray.memory.realmem import RealMemMemory
 
-    return RealMemMemory(cfg.memory, engine=ReplayEngine(), embedder=embedder, max_retries=0)
+    embedder = embedder if embedder is not None else Embedder.from_index_config(cfg.memory.index)
+    return RealMemMemory(cfg.memory, engine=ReplayEngine(), embedder=ReplayEmbedder(embedder, deferred),
+                         max_retries=0)
