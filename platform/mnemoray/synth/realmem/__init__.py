@@ -7,7 +7,8 @@ fleet is `mnemoray.distributed.data.synth_realmem`; see docs/ARCHITECTURE.md.
     prompts.py   the agents' prompts and JSON schemas
     plan.py      outline -> events -> session plans: build, parse, validate; the timeline
     timecheck.py the time-control validator
-    machine.py   one persona as a state machine: next requests out, replies in
+    machine.py   one persona as a state machine: next requests (LLM calls, encodes) out, replies in
+    batching.py  a worker's batching of its personas' calls and sentence encodes (asyncio)
     public.py    RealMem's `<Name>_dialogues_256k.json` format (writer and reader)
     report.py    stats.json and report.md of a run
 """
