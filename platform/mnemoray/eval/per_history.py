@@ -134,7 +134,10 @@ class HistoryEvaluator:
         return out
 
     def evaluate(self, sample: EvalSample) -> list[dict[str, Any]]:
-        return self.run(sample, self.source.factory(sample.history.id), self.tools)
+        try:
+            return self.run(sample, self.source.factory(sample.history.id), self.tools)
+        finally:
+            self.source.release()  # a memory service's tenants of this history
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         ids, rows = [], []

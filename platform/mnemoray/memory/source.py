@@ -5,6 +5,7 @@ Shared by the retrieval and QA evaluations so both score LLM-built banks the sam
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ class MemorySource:
         self.config = config
         self.memory_bank = Path(memory_bank) if memory_bank else None
         self.service = service
+        self._tenants: list[str] = []  # service tenants made for the histories in progress
         self.embedder = None
         if service is None and (self.memory_bank or FRAMEWORKS.spec(config.name).uses_embedder):
             from mnemoray.index.embedder import Embedder
@@ -30,15 +32,35 @@ class MemorySource:
     def factory(self, history_id: str) -> Callable[[], MemoryFramework]:
         """A fresh memory for one history (the bank's items of that history, if a bank is used)."""
         if self.service is not None:
-            from mnemoray.service.remote import ServiceMemory
-
-            return lambda: ServiceMemory.fresh(self.service["url"], self.service["admin_key"], self.config.name)
+            return self._service_memory
         if self.memory_bank:
             from mnemoray.memory.bank import BankMemory, read_bank
 
             items = read_bank(self.memory_bank, history_id)
             return lambda: BankMemory(items, self.embedder)
         return lambda: build_memory(self.config, embedder=self.embedder)
+
+
+    def _service_memory(self) -> MemoryFramework:
+        from mnemoray.service.remote import ServiceMemory
+
+        memory = ServiceMemory.fresh(self.service["url"], self.service["admin_key"], self.config.name)
+        self._tenants.append(memory.tenant)
+        return memory
+
+    def release(self) -> None:
+        """Delete the service tenants made so far (a history's evaluation is over); a tenant
+        that cannot be deleted is logged, never a reason to lose the history's rows."""
+        if not self._tenants:
+            return
+        from mnemoray.service.remote import delete_tenant
+
+        while self._tenants:
+            tenant = self._tenants.pop()
+            try:
+                delete_tenant(self.service["url"], self.service["admin_key"], tenant)
+            except OSError as err:
+                logging.getLogger(__name__).warning("could not delete service tenant %s: %s", tenant, err)
 
 
 def check_memory_source(memory_name: str, memory_bank: Path | None, service: str | None = None) -> None:

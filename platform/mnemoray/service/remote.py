@@ -29,6 +29,17 @@ def create_tenant(url: str, admin_key: str, tenant: str, framework: str | None =
         return json.loads(response.read())["api_key"]
 
 
+def delete_tenant(url: str, admin_key: str, tenant: str) -> None:
+    """Remove a tenant and its memory (a missing one is fine: the goal is that it is gone)."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/v1/admin/tenants/{tenant}", method="DELETE",
+                                     headers={"Authorization": f"Bearer {admin_key}"})
+    try:
+        urllib.request.urlopen(request, timeout=60).read()
+    except urllib.error.HTTPError as err:
+        if err.code != 404:
+            raise
+
+
 def check_service(url: str, admin_key: str) -> None:
     """Refuse an unreachable service or a wrong admin key before any evaluation work starts.
 
@@ -56,15 +67,16 @@ def check_service(url: str, admin_key: str) -> None:
 class ServiceMemory(MemoryFramework):
     name = "service"
 
-    def __init__(self, client: MemoryClient):
+    def __init__(self, client: MemoryClient, tenant: str | None = None):
         self.client = client
+        self.tenant = tenant
         self._turns: dict[str, str] = {}  # service turn id -> the dataset's turn id
 
     @classmethod
     def fresh(cls, url: str, admin_key: str, framework: str | None = None, prefix: str = "eval") -> ServiceMemory:
         """A memory on a new tenant of its own (one per history)."""
         tenant = f"{prefix}-{uuid.uuid4().hex[:16]}"
-        return cls(MemoryClient(url, create_tenant(url, admin_key, tenant, framework)))
+        return cls(MemoryClient(url, create_tenant(url, admin_key, tenant, framework)), tenant)
 
     def ingest(self, session: Session, persona: Persona | None = None) -> list[MemoryOp]:
         turns = []

@@ -300,6 +300,21 @@ def test_eval_through_a_service_refuses_a_wrong_admin_key_or_no_service(service,
     assert MemoryClient(service, new_tenant(service, "after-refusals")).get_all() == []
 
 
+def test_an_evaluation_through_the_service_deletes_the_tenants_it_made(service):
+    from mnemoray.config import MemoryConfig
+    from mnemoray.memory.source import MemorySource
+
+    source = MemorySource(MemoryConfig(name="rag-hybrid"), service={"url": service, "admin_key": ADMIN})
+    memory = source.factory("h1")()
+    memory.client.add(DOG, session_id="x1")
+    assert memory.client.search("dog", 1)
+    source.release()
+    with pytest.raises(MemoryServiceError) as gone:
+        memory.client.search("dog", 1)
+    assert gone.value.status == 401
+    source.release()  # nothing left to delete
+
+
 @pytest.fixture(scope="module")
 def faulty_service(service, tmp_path_factory):
     """A second app of the same Serve instance (under /faulty) whose memory model is the
