@@ -18,6 +18,8 @@ generated persona records with goals from RealMem's topics file): personas per m
 average in-flight / the fleet's maximum although every persona is sequential, driver peak RSS.
 
     python benchmarks/synth_scale.py --kind realmem [--personas 50,200] [--latency-ms 100]
+    # one 256k-token history: more projects, phases and turns so the plan has enough sessions
+    python benchmarks/synth_scale.py --kind realmem --personas 1 --projects 6 --phases 10 --max-turns 24
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def one_realmem_run(args: argparse.Namespace) -> None:
     topics = REPO.parent / "shared" / "data" / "realmem" / "all_persona_topic" / "topic&goal&attr.json"
     overrides = [f"out={args.out}", f"llm={args.llm}", "llm_overrides=[]", f"tokenizer={tokenizer}",
                  f"personas={personas}", f"goals={topics}", "limit=null", f"target_tokens={args.target_tokens}",
-                 "plan.projects=3", "plan.phases=1", "plan.max_sessions_per_event=1", "dialogue.max_turns=8",
+                 f"plan.projects={args.projects}", f"plan.phases={args.phases}",
+                 f"plan.max_sessions_per_event={args.sessions_per_event}", f"dialogue.max_turns={args.max_turns}",
                  f"ray.llm_actors={args.actors}", "ray.num_cpus=2", f"ray.workers={args.workers}",
                  f"ray.personas_per_worker={args.per_worker}", "ray.write_every=256"]
     cfg = load_config(RealMemSynthConfig, REPO / "configs" / "synth" / "realmem_local.yaml", overrides)
@@ -95,7 +98,7 @@ def one_realmem_run(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps({"wall_s": wall, "peak_rss_mb": peak_mb, "histories": stats["histories"],
-                                  "sessions": stats["sessions"], "totals": stats["totals"]}), flush=True)
+                                  "turns": stats["sessions"]["turns"], "totals": stats["totals"]}), flush=True)
 
 
 def realmem_main(args: argparse.Namespace) -> None:
@@ -110,6 +113,8 @@ def realmem_main(args: argparse.Namespace) -> None:
             cmd = [sys.executable, __file__, "--kind", "realmem", "--one", str(n), "--out", str(Path(tmp) / f"rm{n}"),
                    "--llm", str(llm), "--target-tokens", str(args.target_tokens), "--actors", str(args.actors),
                    "--workers", str(args.workers), "--per-worker", str(args.per_worker),
+                   "--projects", str(args.projects), "--phases", str(args.phases),
+                   "--sessions-per-event", str(args.sessions_per_event), "--max-turns", str(args.max_turns),
                    "--tiny-cache", args.tiny_cache]
             # a fresh embedding store per run: every text is encoded, as in a first run
             env = {**os.environ, "MNEMORAY_EMBEDDING_CACHE": str(Path(tmp) / f"rm{n}_embeddings")}
@@ -122,14 +127,15 @@ def realmem_main(args: argparse.Namespace) -> None:
     configured = args.actors * args.max_in_flight
     print(f"\nsynth realmem through the instant endpoint at {args.latency_ms:g} ms ({args.actors} client actors x "
           f"max_in_flight {args.max_in_flight} = {configured}; {args.workers} workers x {args.per_worker} personas; "
-          f"3 projects per persona; target {args.target_tokens:,} tokens)")
+          f"{args.projects} projects x {args.phases} phases per persona, up to {args.sessions_per_event} sessions per "
+          f"event of up to {args.max_turns} turns; target {args.target_tokens:,} tokens)")
     print(f"{'personas':>8} {'wall s':>8} {'personas/min':>12} {'LLM calls':>10} {'calls/s':>8} {'avg in flight':>13} "
-          f"{'ratio':>6} {'driver peak RSS MB':>19} {'sessions':>8} {'median tokens':>14}")
+          f"{'ratio':>6} {'driver peak RSS MB':>19} {'sessions':>8} {'turns/session':>13} {'median tokens':>14}")
     for n, r, inf in rows:
         calls = r["totals"]["llm_calls"]
         print(f"{n:>8} {r['wall_s']:>8.1f} {n / r['wall_s'] * 60:>12.1f} {calls:>10} {calls / r['wall_s']:>8.1f} "
               f"{inf['average']:>13.1f} {inf['average'] / configured:>6.2f} {r['peak_rss_mb']:>19.0f} "
-              f"{r['histories']['sessions']:>8} {r['histories']['median']:>14,}")
+              f"{r['histories']['sessions']:>8} {r['turns']['median']:>13} {r['histories']['median']:>14,}")
     if len(rows) >= 2:
         (n0, r0, _), (n1, r1, _) = rows[0], rows[-1]
         print(f"driver peak RSS {n1} vs {n0} personas: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}x "
@@ -142,6 +148,10 @@ def main() -> None:
     parser.add_argument("--personas", default=None, help="default: 500,2000 (rolememo), 50,200 (realmem)")
     parser.add_argument("--workers", type=int, default=1, help="realmem: persona worker actors")
     parser.add_argument("--per-worker", type=int, default=96, help="realmem: personas one worker runs at once")
+    parser.add_argument("--projects", type=int, default=3, help="realmem: projects (goals) per persona")
+    parser.add_argument("--phases", type=int, default=1, help="realmem: phases per project (3-5 events each)")
+    parser.add_argument("--sessions-per-event", type=int, default=1, help="realmem: most sessions per event")
+    parser.add_argument("--max-turns", type=int, default=8, help="realmem: most turns per session")
     parser.add_argument("--target-tokens", type=int, default=256_000)
     parser.add_argument("--max-in-flight", type=int, default=128)
     parser.add_argument("--actors", type=int, default=1)

@@ -94,6 +94,27 @@ def test_every_stage_produces_rows_and_the_histories_are_realmem_files(endpoint,
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_queries"] == sum(len(s.queries) for s in samples)
 
+    # `eval realmem-judge` runs on it unchanged (the instant endpoint answering and judging)
+    judged = tmp_path / "judge"
+    result = CliRunner().invoke(app, [
+        "eval", "realmem-judge", "--config", str(REPO / "configs/eval/realmem_judge_local.yaml"),
+        "--data", str(cfg.out / "dataset"), "--memory", "rag-bm25", "--answerer", str(endpoint["llm"]),
+        "--judge", str(endpoint["llm"]), "--limit", "3", "--max-queries", "2", "--judge-runs", "1",
+        "--out", str(judged), "ray.workers=1"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((judged / "metrics.json").read_text())
+    assert m["n_histories"] == 3 and m["n_queries"] == sum(min(2, len(s.queries)) for s in samples) > 0
+    gold = {}  # query id -> memory_used of the answering assistant turn, from our own files
+    for path in (cfg.out / "dataset").glob("*.json"):
+        for session in json.loads(path.read_text())["dialogues"]:
+            turns = session["dialogue_turns"]
+            gold.update({t["query_id"]: turns[i + 1]["memory_used"] for i, t in enumerate(turns) if t["is_query"]})
+    rows = [json.loads(line) for line in (judged / "per_query.jsonl").read_text().splitlines()]
+    assert len(rows) == m["n_queries"]
+    for r in rows:
+        assert [g for g in r["gold_memory"]] and len(r["gold_memory"]) == len(gold[r["query_id"]])
+    assert all(d["n_scored"] > 0 for d in m["dimensions"].values()), m["dimensions"]
+
 
 def alive_persona_workers() -> int:
     """Processes of persona worker actors (Ray titles an actor process `ray::<class>`)."""
@@ -157,3 +178,54 @@ def test_endpoint_faults_end_in_rejects_and_the_run_completes(endpoint, tmp_path
     for name in ("outlines", "events"):  # nothing lost: every input finished, kept or rejected
         s = stats["stages"][name]
         assert s["inputs"] >= s["kept"] and s["inputs"] == len(set(StageStore(cfg.out, name).done_ids()))
+
+
+def parent_of(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    return 0
+
+
+def engine_actor_pids() -> set[int]:
+    """Processes of engine-fleet actors (`ray::BatchAnswerer`) of this module's Ray, which this
+    process started (other Ray instances on the machine are not ours to touch)."""
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "cmdline").read_bytes().startswith(b"ray::BatchAnswerer"):
+                    pid = ancestor = int(proc.name)
+                    while ancestor > 1 and ancestor != os.getpid():
+                        ancestor = parent_of(ancestor)
+                    if ancestor == os.getpid():
+                        pids.add(pid)
+    return pids
+
+
+def test_a_killed_engine_worker_is_restarted_and_the_run_ends_with_the_same_ids(endpoint, ray_local, tmp_path):
+    """SIGKILL the fleet's engine actor mid-run: Ray restarts it and re-runs the calls it had in hand."""
+    out = tmp_path / "run"
+    address = ray_local.get_runtime_context().gcs_address
+    args = overrides(out, endpoint["llm"], endpoint["tokenizer"], "ray.write_every=1", f"ray.address={address}")
+    before = engine_actor_pids()
+    proc = subprocess.Popen([sys.executable, "-m", "mnemoray", "synth", "realmem", "--config", str(LOCAL), *args],
+                            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    done_dir = out / "stages" / "sessions" / "done"
+    try:
+        while proc.poll() is None and not (done_dir.is_dir() and any(done_dir.glob("part-*.parquet"))):
+            time.sleep(0.1)
+        victims = engine_actor_pids() - before
+        assert proc.poll() is None and victims, "the run finished before its engine actor could be killed"
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    ids = kept_ids(out)
+    assert ids == kept_ids(endpoint["cfg"].out)  # no duplicates, nothing lost
+    ours = {p.name: json.loads(p.read_text()) for p in (out / "dataset").glob("*.json")}
+    reference = {p.name: json.loads(p.read_text()) for p in (endpoint["cfg"].out / "dataset").glob("*.json")}
+    assert ours == reference
