@@ -19,7 +19,8 @@ average in-flight / the fleet's maximum although every persona is sequential, dr
 
     python benchmarks/synth_scale.py --kind realmem [--personas 50,200] [--latency-ms 100]
     # one 256k-token history: more projects, phases and turns so the plan has enough sessions
-    python benchmarks/synth_scale.py --kind realmem --personas 1 --projects 6 --phases 10 --max-turns 24
+    python benchmarks/synth_scale.py --kind realmem --personas 1 --projects 10 --phases 10 --min-turns 24 \
+        --max-turns 24 --latency-ms 10
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def one_realmem_run(args: argparse.Namespace) -> None:
                  f"personas={personas}", f"goals={topics}", "limit=null", f"target_tokens={args.target_tokens}",
                  f"plan.projects={args.projects}", f"plan.phases={args.phases}",
                  f"plan.max_sessions_per_event={args.sessions_per_event}", f"dialogue.max_turns={args.max_turns}",
+                 f"dialogue.min_turns={args.min_turns}",
                  f"ray.llm_actors={args.actors}", "ray.num_cpus=2", f"ray.workers={args.workers}",
                  f"ray.personas_per_worker={args.per_worker}", "ray.write_every=256"]
     cfg = load_config(RealMemSynthConfig, REPO / "configs" / "synth" / "realmem_local.yaml", overrides)
@@ -115,6 +117,7 @@ def realmem_main(args: argparse.Namespace) -> None:
                    "--workers", str(args.workers), "--per-worker", str(args.per_worker),
                    "--projects", str(args.projects), "--phases", str(args.phases),
                    "--sessions-per-event", str(args.sessions_per_event), "--max-turns", str(args.max_turns),
+                   "--min-turns", str(args.min_turns),
                    "--tiny-cache", args.tiny_cache]
             # a fresh embedding store per run: every text is encoded, as in a first run
             env = {**os.environ, "MNEMORAY_EMBEDDING_CACHE": str(Path(tmp) / f"rm{n}_embeddings")}
@@ -152,6 +155,8 @@ def main() -> None:
     parser.add_argument("--phases", type=int, default=1, help="realmem: phases per project (3-5 events each)")
     parser.add_argument("--sessions-per-event", type=int, default=1, help="realmem: most sessions per event")
     parser.add_argument("--max-turns", type=int, default=8, help="realmem: most turns per session")
+    parser.add_argument("--min-turns", type=int, default=6,
+                        help="realmem: fewest turns per session (the endpoint's evaluator always reports the goal)")
     parser.add_argument("--target-tokens", type=int, default=256_000)
     parser.add_argument("--max-in-flight", type=int, default=128)
     parser.add_argument("--actors", type=int, default=1)
