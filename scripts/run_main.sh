@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The main job on local Ray: set up .venv, then evaluate the retrieval baselines on the
-# shared LoCoMo and RealMem samples and print them side by side.
-# Extra arguments go to `mnemoray eval suite` (e.g. --data /path/to/data, --out DIR, key=value).
+# The main job on local Ray: set up .venv, then run the whole loop (synthesize -> build memory
+# with a teacher -> SFT -> GRPO -> export -> serve -> evaluate through the service -> the
+# retrieval baselines on the shared LoCoMo / RealMem samples) into runs/pipeline/local/report.md.
+# A rerun skips finished stages. Extra arguments go to `mnemoray pipeline run`
+# (e.g. --out DIR, --from STAGE, key=value).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
-exec mnemoray eval suite --config configs/eval/retrieval_local.yaml "$@"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false DS_ACCELERATOR=cpu
+exec mnemoray pipeline run --config configs/pipeline/local.yaml "$@"
