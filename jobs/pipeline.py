@@ -20,9 +20,9 @@ from pathlib import Path
 
 from mnemoray.config import ConfigError, load_config
 from mnemoray.config.pipeline import PipelineConfig
+from mnemoray.distributed.pipeline import run_pipeline
 from mnemoray.loaders import DatasetError
 from mnemoray.outputs import OutputError
-from mnemoray.pipeline import run_pipeline
 from mnemoray.pipeline.graph import GraphError
 
 

@@ -11,9 +11,8 @@ from typer.testing import CliRunner
 from mnemoray.cli.main import app
 from mnemoray.config import ConfigError, load_config
 from mnemoray.config.pipeline import PipelineConfig
+from mnemoray.distributed.pipeline import build_graph, run_pipeline, stage_configs
 from mnemoray.outputs import JOB_CONFIG_ENV, OutputError
-from mnemoray.pipeline import run_pipeline
-from mnemoray.pipeline.stages import build_graph, stage_configs
 from repo_paths import REPO
 
 LOCAL = REPO / "configs/pipeline/local.yaml"

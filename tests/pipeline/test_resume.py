@@ -60,7 +60,8 @@ def test_killed_mid_stage_then_rerun_skips_finished_stages_and_completes_the_rep
     config, out = small_config(tmp_path), tmp_path / "out"
     proc = pipeline(config, out)
     try:
-        wait_for(proc, lambda: (out / "synth" / "_done.json").exists() and (out / "baselines" / "_started.json").exists())
+        wait_for(proc, lambda: (out / "synth" / "_done.json").exists()
+                 and (out / "baselines" / "_started.json").exists())
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait()

@@ -28,8 +28,8 @@ def run_cmd(
     """Run the loop; a rerun skips finished stages (a killed one resumes). Exit 1 if a stage failed."""
     from mnemoray.config import load_config
     from mnemoray.config.pipeline import PipelineConfig
+    from mnemoray.distributed.pipeline import run_pipeline
     from mnemoray.outputs import OutputError
-    from mnemoray.pipeline import run_pipeline
     from mnemoray.pipeline.graph import GraphError
 
     extra = list(overrides or []) + ([f"out={out}"] if out is not None else [])

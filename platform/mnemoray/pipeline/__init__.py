@@ -1,7 +1,7 @@
-"""The whole loop as one job: a plain-Python stage graph (graph.py), the stages that call
-each capability's own function (stages.py), the runner (run.py) and report.md (report.py)."""
+"""The whole loop as one job, plain Python: the stage graph (graph.py: done markers with the
+config hash, resume, failures, live stages) and report.md (report.py). The stages and the
+runner are in mnemoray.distributed.pipeline."""
 
 from mnemoray.pipeline.graph import Stage, StageContext, StageGraph, StageRecord, StageResult
-from mnemoray.pipeline.run import PipelineRun, run_pipeline
 
-__all__ = ["PipelineRun", "Stage", "StageContext", "StageGraph", "StageRecord", "StageResult", "run_pipeline"]
+__all__ = ["Stage", "StageContext", "StageGraph", "StageRecord", "StageResult"]

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnemoray.config.pipeline import PipelineConfig
+from mnemoray.distributed.pipeline.stages import build_graph, stage_configs
 from mnemoray.outputs import check_output, is_uri, upload
 from mnemoray.pipeline.graph import FAILED, StageRecord
 from mnemoray.pipeline.report import write_report
-from mnemoray.pipeline.stages import build_graph, stage_configs
 
 WORK_ROOT = Path("~/.cache/mnemoray/pipeline")
 
