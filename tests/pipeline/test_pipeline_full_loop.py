@@ -1,4 +1,4 @@
-"""The whole loop with configs/pipeline/local.yaml (about 10 minutes on 2 cores): opt-in,
+"""The whole loop with configs/pipeline/local.yaml (about 5 minutes on 2 cores): opt-in,
 `MNEMORAY_FULL_PIPELINE=1 python -m pytest -m pipeline tests/pipeline`."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.pipeline,
     pytest.mark.skipif(os.environ.get("MNEMORAY_FULL_PIPELINE") != "1",
-                       reason="the whole loop takes ~10 min: set MNEMORAY_FULL_PIPELINE=1 (and -m pipeline)"),
+                       reason="the whole loop takes ~5 min: set MNEMORAY_FULL_PIPELINE=1 (and -m pipeline)"),
 ]
 STAGES = ["synth", "memory", "sft", "grpo", "export", "serve", "eval_service", "baselines"]
 
