@@ -8,6 +8,7 @@ replicas or autoscaling; `serve/memory_*.yaml` point Ray's own `serve run/deploy
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -51,6 +52,11 @@ class BatchSettings(StrictModel):
 
 class EmbedderSettings(BatchSettings):
     model: str | None = Field(None, description="sentence-transformers folder; None = the packaged MiniLM")
+    placement: Literal["store", "deployment"] = Field(
+        "store", description="store: the encoder runs inside each store replica (searches share passes through "
+        "an in-process micro-batcher; no hop); deployment: its own Serve deployment (`deployment:` scales it)")
+    torch_threads: int = Field(1, ge=1, description="torch threads of the replica that encodes (more threads than "
+                               "free cores make every pass slower)")
     busy_wait_timeout_s: float = Field(
         0.02, ge=0, description="with other searches in flight, how long a query waits for them to share its "
         "forward pass (0: never longer than batch_wait_timeout_s)")
@@ -81,10 +87,14 @@ class MemoryServiceConfig(StrictModel):
     model_id: str = Field("memory", description="the `model` name /v1/chat/completions answers to")
     model: ModelSettings = Field(default_factory=ModelSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    store_placement: Literal["ingress", "deployment"] = Field(
+        "ingress", description="ingress: tenants' memories live in each ingress replica (no hop); deployment: "
+        "the MemoryStore deployment (`store:` scales it)")
     store: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.5))
     ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.0,
                                                                                     max_ongoing_requests=256))
     chat: ChatSettings = Field(default_factory=ChatSettings)
+    access_log: bool = Field(False, description="Serve's access log line per request (costs CPU on every call)")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies answer 413")
     max_import_bytes: int = Field(268_435_456, ge=1024, description="the body limit of POST /v1/import")
     max_attempts: int = Field(5, ge=1, description="tries of a session before it is marked failed")

@@ -6,12 +6,14 @@ Deployments:
   and maps every failure to a JSON error: never a 500 with a traceback.
 - `MemoryStore`: each tenant's `TenantMemory` (SQLite under `data_dir`); one queue per
   tenant serialises its writes; a background thread retries pending sessions (also those
-  found on disk after a restart).
-- `Embedder`: the sentence encoder with `@serve.batch`, so concurrent searches and writes
-  share forward passes; frameworks in the store call it through `RemoteEmbedder`. A search
-  carries how many searches its ingress has in flight: when others are coming it waits up
-  to `busy_wait_timeout_s` for them (a lone search never waits longer than usual), since
-  under load searches reach the embedder too spread out to fill a batch within 2 ms.
+  found on disk after a restart). By default (`store_placement: ingress`) it lives inside
+  each ingress replica (no hop between them); `store_placement: deployment` makes it its
+  own deployment, scaled on its own (replicas of one tenant coordinate through its file).
+- the sentence encoder: by default (`embedder.placement: store`) inside each store replica,
+  where concurrent searches share forward passes through `QueryBatcher` (no timer, no hop;
+  `service/batching.py`). With `placement: deployment` it is the `Embedder` deployment
+  (`@serve.batch`, scaled on its own); a search then carries how many searches its ingress
+  has in flight, and with others coming it waits up to `busy_wait_timeout_s` for them.
 - `MemoryModel` (only with `llm:`): the engine of an engine config (hf, an
   OpenAI-compatible URL, ...) with `@serve.batch`; LLM-built frameworks call it through
   `HandleEngine`, and `/v1/chat/completions` answers with it.
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -41,6 +43,7 @@ from mnemoray.config.base import load_config
 from mnemoray.config.service import DeploymentSettings, MemoryServiceConfig
 from mnemoray.llm.openai_protocol import ProtocolError, models_body, to_chat_request, to_completion
 from mnemoray.llm.types import ChatMessage, ChatRequest, ChatResult
+from mnemoray.service.batching import PrimedEmbedder, QueryBatcher
 from mnemoray.service.schemas import (
     ImportIn,
     SearchIn,
@@ -61,9 +64,10 @@ class Embedder:
     """The sentence encoder; single texts are batched across concurrent callers."""
 
     def __init__(self, model: str | None, device: str, batching: bool, max_batch_size: int, wait_s: float,
-                 busy_wait_s: float = 0.0) -> None:
+                 busy_wait_s: float = 0.0, torch_threads: int = 1) -> None:
         from mnemoray.index.embedder import Embedder as LocalEmbedder
 
+        set_torch_threads(torch_threads)
         self.embedder = LocalEmbedder(model, device=device, store=None)
         self.batching = batching
         self.max_batch_size = max_batch_size
@@ -109,38 +113,10 @@ class Embedder:
         return list(await asyncio.to_thread(self._encode, texts))
 
 
-class RemoteEmbedder:
-    """What frameworks see as their embedder (`dim`, `encode`), backed by the Embedder
-    deployment; called from worker threads, never from the event loop."""
-
-    def __init__(self, handle: DeploymentHandle) -> None:
-        self.handle = handle
-        self._dim: int | None = None
-        self._primed: dict[str, np.ndarray] = {}  # query vectors fetched on the event loop
-
-    def prime(self, text: str, vector: np.ndarray) -> None:
-        """Keep a vector the caller already has, so `encode([text])` returns it at once."""
-        if len(self._primed) > 4096:
-            self._primed.clear()
-        self._primed[text] = np.asarray(vector, dtype=np.float32)
-
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._dim = int(self.handle.dim.remote().result())
-        return self._dim
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if len(texts) == 1:
-            primed = self._primed.get(texts[0])
-            if primed is not None:
-                return primed[None, :]
-            vector = np.asarray(self.handle.encode.remote(texts[0]).result(), dtype=np.float32)
-            self.prime(texts[0], vector)
-            return vector[None, :]
-        return np.asarray(self.handle.encode_many.remote(list(texts)).result(), dtype=np.float32)
+def remote_embedder(handle: DeploymentHandle) -> PrimedEmbedder:
+    """The frameworks' embedder backed by the Embedder deployment (`placement: deployment`)."""
+    return PrimedEmbedder(lambda texts: handle.encode_many.remote(texts).result(),
+                          lambda: handle.dim.remote().result())
 
 
 # -- memory model ----------------------------------------------------------------------
@@ -199,14 +175,27 @@ READS = {"search", "list_items", "get", "history", "session_status", "export"}
 
 @serve.deployment
 class MemoryStore:
-    def __init__(self, cfg: dict[str, Any], embedder: DeploymentHandle, model: DeploymentHandle | None) -> None:
+    """Tenants' memories. `embedder`: the Embedder deployment's handle, or None to encode in
+    this replica (`embedder.placement: store`)."""
+
+    def __init__(self, cfg: dict[str, Any], embedder: DeploymentHandle | None, model: DeploymentHandle | None) -> None:
         from mnemoray.memory.registry import FRAMEWORKS, build_memory
 
         self.cfg = MemoryServiceConfig.model_validate(cfg)
         self.data_dir = Path(self.cfg.data_dir)
         self.registry = TenantRegistry(self.data_dir, admin_key=None)
         self.embedder = embedder
-        self.remote = remote = RemoteEmbedder(embedder)
+        self.batcher: QueryBatcher | None = None
+        if embedder is None:
+            from mnemoray.index.embedder import Embedder as LocalEmbedder
+
+            emb = self.cfg.embedder
+            set_torch_threads(emb.torch_threads)
+            local = LocalEmbedder(emb.model, device=emb.device, store=None)
+            self.batcher = QueryBatcher(local.encode, emb.max_batch_size if emb.batching else 1)
+            self.remote = remote = PrimedEmbedder(local.encode, lambda: local.dim)
+        else:
+            self.remote = remote = remote_embedder(embedder)
         self._embeds = {name for name in FRAMEWORKS.names() if FRAMEWORKS.spec(name).uses_embedder}
         engine = HandleEngine(model) if model is not None else None
 
@@ -255,9 +244,26 @@ class MemoryStore:
             if self._stop.wait(self.cfg.retry_interval_s):
                 return
 
+    async def batch_stats(self) -> dict[str, int]:
+        """How query encodes were shared (the Embedder deployment's, with `placement: deployment`)."""
+        if self.batcher is not None:
+            return dict(self.batcher.stats)
+        return await self.embedder.batch_stats.remote()
+
+    async def _query_vector(self, text: str, busy: int) -> np.ndarray:
+        if self.batcher is not None:
+            return await self.batcher.encode(text)
+        return await self.embedder.encode.remote(text, busy)
+
+    async def search(self, tenant: str, framework: str, query: str, k: int, busy: int = 1) -> tuple[int, bytes]:
+        """A search's whole HTTP body, JSON-encoded here: the ingress sends the bytes as they are."""
+        status, out = await self.call(tenant, framework, "search", query, k, busy=busy)
+        return status, json.dumps({"results": out} if status == 200 else out).encode()
+
     async def call(self, tenant: str, framework: str, op: str, *args: Any, busy: int = 1) -> tuple[int, Any]:
         """`op` on the tenant's memory -> (status, body); expected failures as statuses.
-        `busy`: searches in flight at the caller (a hint for the embedder's batching)."""
+        `busy`: searches in flight at the caller (a hint for the Embedder deployment's batching).
+        Reads never wait for the tenant's write queue."""
         if op not in WRITES | READS:
             return 400, {"error": {"message": f"unknown operation {op}", "type": "invalid_request_error"}}
         try:
@@ -268,7 +274,7 @@ class MemoryStore:
             if op == "search" and framework in self._embeds:
                 # the query's vector on the event loop (batched with other callers), so the
                 # worker thread only ranks
-                self.remote.prime(args[0], await self.embedder.encode.remote(args[0], busy))
+                self.remote.prime(args[0], await self._query_vector(args[0], busy))
             if op in WRITES:
                 queue = self._queues.setdefault(tenant, asyncio.Lock())
                 async with queue:  # one write at a time per tenant, in arrival order
@@ -295,6 +301,19 @@ def _json(status: int, body: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def _encoded(status: int, body: bytes) -> Response:
+    """A body the store already encoded as JSON (sent as it is: no decode and encode here)."""
+    return Response(content=body, status_code=status, media_type="application/json")
+
+
+def set_torch_threads(threads: int) -> None:
+    """Threads of the replica that encodes: Ray gives a fractional-CPU actor 1 OpenMP thread,
+    and more threads than free cores make every pass slower."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int | None) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -318,15 +337,30 @@ CHAT_SYSTEM = ("You are a helpful assistant with long-term memory of this user. 
 @serve.deployment
 @serve.ingress(api)
 class MemoryIngress:
-    def __init__(self, cfg: dict[str, Any], store: DeploymentHandle, model: DeploymentHandle | None) -> None:
+    """`store`: the MemoryStore deployment's handle, or None to hold the tenants' memories in
+    this replica (`store_placement: ingress`)."""
+
+    def __init__(self, cfg: dict[str, Any], store: DeploymentHandle | None, model: DeploymentHandle | None,
+                 embedder: DeploymentHandle | None = None) -> None:
         self.cfg = MemoryServiceConfig.model_validate(cfg)
         self.registry = TenantRegistry(self.cfg.data_dir, load_admin_key(self.cfg.admin_key_file))
         self.store = store
+        self._local = MemoryStore.func_or_class(cfg, embedder, model) if store is None else None
         self.model = model
         self._searches = 0  # searches in flight here: a hint for the embedder's batching
 
+    async def _to_store(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A MemoryStore method: on the store in this replica, or through the deployment's handle."""
+        if self._local is not None:
+            return await getattr(self._local, method)(*args, **kwargs)
+        return await getattr(self.store, method).remote(*args, **kwargs)
+
+    async def batch_stats(self) -> dict[str, int]:
+        """How query encodes were shared (for tests and benchmarks; no HTTP route)."""
+        return await self._to_store("batch_stats")
+
     # plumbing --------------------------------------------------------------------------
-    async def _guard(self, work: Callable[[], Awaitable[JSONResponse]]) -> JSONResponse:
+    async def _guard(self, work: Callable[[], Awaitable[Response]]) -> Response:
         try:
             return await work()
         except ServiceError as err:
@@ -374,10 +408,18 @@ class MemoryIngress:
 
     async def _store(self, tenant: Tenant, op: str, *args: Any) -> tuple[int, Any]:
         if op != "search":
-            return await self.store.call.remote(tenant.name, tenant.framework, op, *args)
+            return await self._to_store("call", tenant.name, tenant.framework, op, *args)
         self._searches += 1
         try:
-            return await self.store.call.remote(tenant.name, tenant.framework, op, *args, busy=self._searches)
+            return await self._to_store("call", tenant.name, tenant.framework, op, *args, busy=self._searches)
+        finally:
+            self._searches -= 1
+
+    async def _search(self, tenant: Tenant, query: str, k: int) -> Response:
+        self._searches += 1
+        try:
+            return _encoded(*await self._to_store("search", tenant.name, tenant.framework, query, k,
+                                                  busy=self._searches))
         finally:
             self._searches -= 1
 
@@ -412,7 +454,7 @@ class MemoryIngress:
             if self.registry.get(name) is None:
                 raise not_found(f"tenant {name!r}")
             self.registry.delete(name)  # first: its key stops working and no retry pass reopens it
-            await self.store.drop.remote(name)
+            await self._to_store("drop", name)
             return _json(200, {"tenant": name, "deleted": True})
 
         return await self._guard(work)
@@ -437,12 +479,11 @@ class MemoryIngress:
         return await self._guard(work)
 
     @api.post("/v1/memories/search")
-    async def search(self, request: Request) -> JSONResponse:
-        async def work() -> JSONResponse:
+    async def search(self, request: Request) -> Response:
+        async def work() -> Response:
             tenant = self._tenant(request)
             body = parse_body(SearchIn, await self._body(request))
-            status, out = await self._store(tenant, "search", body.query, body.k)
-            return _json(status, {"results": out} if status == 200 else out)
+            return await self._search(tenant, body.query, body.k)
 
         return await self._guard(work)
 
@@ -549,10 +590,11 @@ class MemoryIngress:
 
 
 # -- building and running ----------------------------------------------------------------
-def _options(settings: DeploymentSettings) -> dict[str, Any]:
+def _options(settings: DeploymentSettings, access_log: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "max_ongoing_requests": settings.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
+        "logging_config": {"enable_access_log": access_log},
     }
     if settings.autoscaling is not None:
         out["autoscaling_config"] = settings.autoscaling.model_dump()
@@ -572,22 +614,30 @@ def engine_config_dict(cfg: MemoryServiceConfig) -> dict[str, Any] | None:
 
 
 def build_memory_app(cfg: MemoryServiceConfig) -> Any:
-    """The Serve application: ingress -> store -> embedder (+ memory model)."""
+    """The Serve application: ingress (store inside, or -> store) -> encoder (inside the store, or
+    -> embedder) (+ memory model)."""
     load_admin_key(cfg.admin_key_file)  # fail here, clearly, rather than in a replica
     Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
     cfg = cfg.model_copy(update={"data_dir": Path(cfg.data_dir).resolve()})
     plain = cfg.model_dump(mode="json")
+    log_calls = cfg.access_log
     emb = cfg.embedder
-    embedder = Embedder.options(**_options(emb.deployment)).bind(
-        emb.model, emb.device, emb.batching, emb.max_batch_size, emb.batch_wait_timeout_s, emb.busy_wait_timeout_s)
+    embedder = None
+    if emb.placement == "deployment":
+        embedder = Embedder.options(**_options(emb.deployment, log_calls)).bind(
+            emb.model, emb.device, emb.batching, emb.max_batch_size, emb.batch_wait_timeout_s,
+            emb.busy_wait_timeout_s, emb.torch_threads)
     model = None
     engine_cfg = engine_config_dict(cfg)
     if engine_cfg is not None:
         m = cfg.model
-        model = MemoryModel.options(**_options(m.deployment)).bind(
+        model = MemoryModel.options(**_options(m.deployment, log_calls)).bind(
             engine_cfg, m.batching, m.max_batch_size, m.batch_wait_timeout_s)
-    store = MemoryStore.options(**_options(cfg.store)).bind(plain, embedder, model)
-    return MemoryIngress.options(**_options(cfg.ingress)).bind(plain, store, model)
+    ingress = MemoryIngress.options(**_options(cfg.ingress, log_calls))
+    if cfg.store_placement == "ingress":
+        return ingress.bind(plain, None, model, embedder)
+    store = MemoryStore.options(**_options(cfg.store, log_calls)).bind(plain, embedder, model)
+    return ingress.bind(plain, store, model)
 
 
 def load_service_config(path: str | Path, overrides: list[str] | None = None) -> MemoryServiceConfig:
@@ -609,7 +659,8 @@ def app_builder(args: dict[str, Any]) -> Any:
 
 def run_memory_app(cfg: MemoryServiceConfig, name: str = "memory") -> str:
     """Start HTTP on the config's host:port, deploy, return the base URL (non-blocking)."""
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.start(http_options={"host": cfg.host, "port": cfg.port},
+                logging_config={"enable_access_log": cfg.access_log})
     serve.run(build_memory_app(cfg), name=name, route_prefix="/")
     return f"http://{cfg.host}:{cfg.port}"
 
