@@ -4,11 +4,18 @@ asked at their visible point, results mapped back to the dataset's turn ids.
 
 The service numbers turns itself (`<session>#t<i>`); this adapter remembers which dataset
 turn each one was, so evidence metrics compare like with like.
+
+A session the service could not apply at once (a memory-model call failed) comes back
+`pending`: the service retries it in the background, so the adapter polls its status
+until it is `done`, and fails naming the tenant and session only when the service gives up
+(`failed`) or `pending_timeout_s` passes (default $MNEMORAY_SERVICE_PENDING_TIMEOUT_S or 600).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -64,19 +71,40 @@ def check_service(url: str, admin_key: str) -> None:
         raise ValueError(f"{url} accepted an invalid tenant name: is it a memory service?")
 
 
+PENDING_TIMEOUT_ENV = "MNEMORAY_SERVICE_PENDING_TIMEOUT_S"
+
+
+def default_pending_timeout() -> float:
+    raw = os.environ.get(PENDING_TIMEOUT_ENV, "600")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"${PENDING_TIMEOUT_ENV}: not a number of seconds: {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"${PENDING_TIMEOUT_ENV}: must be >= 0, got {raw!r}")
+    return value
+
+
 class ServiceMemory(MemoryFramework):
     name = "service"
 
-    def __init__(self, client: MemoryClient, tenant: str | None = None):
+    def __init__(self, client: MemoryClient, tenant: str | None = None, pending_timeout_s: float | None = None,
+                 poll_interval_s: float = 0.2):
+        """`pending_timeout_s`: how long a session the service left pending may take to finish
+        (None: $MNEMORAY_SERVICE_PENDING_TIMEOUT_S, else 600)."""
         self.client = client
         self.tenant = tenant
+        self.pending_timeout_s = default_pending_timeout() if pending_timeout_s is None else pending_timeout_s
+        self.poll_interval_s = poll_interval_s
         self._turns: dict[str, str] = {}  # service turn id -> the dataset's turn id
 
     @classmethod
-    def fresh(cls, url: str, admin_key: str, framework: str | None = None, prefix: str = "eval") -> ServiceMemory:
-        """A memory on a new tenant of its own (one per history)."""
+    def fresh(cls, url: str, admin_key: str, framework: str | None = None, prefix: str = "eval",
+              **options: float) -> ServiceMemory:
+        """A memory on a new tenant of its own (one per history); `options`: pending_timeout_s,
+        poll_interval_s."""
         tenant = f"{prefix}-{uuid.uuid4().hex[:16]}"
-        return cls(MemoryClient(url, create_tenant(url, admin_key, tenant, framework)), tenant)
+        return cls(MemoryClient(url, create_tenant(url, admin_key, tenant, framework)), tenant, **options)
 
     def ingest(self, session: Session, persona: Persona | None = None) -> list[MemoryOp]:
         turns = []
@@ -87,8 +115,21 @@ class ServiceMemory(MemoryFramework):
                               persona=persona.model_dump(include={"id", "name", "description", "facts"})
                               if persona else None)
         if out["status"] != "done":
-            raise RuntimeError(f"session {session.id}: {out['status']}: {out.get('error')}")
+            out = self._wait(session.id, out)
         return [MemoryOp(op=w["event"], target_id=w["id"], session_id=session.id) for w in out["written"]]
+
+    def _wait(self, session_id: str, out: dict[str, Any]) -> dict[str, Any]:
+        """Poll a pending session until the service applies it (its retry loop) or gives up."""
+        deadline = time.monotonic() + self.pending_timeout_s
+        while out["status"] == "pending" and time.monotonic() < deadline:
+            time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
+            out = self.client.session(session_id)
+        if out["status"] == "done":
+            return out
+        why = ("the service gave up on it" if out["status"] == "failed"
+               else f"still pending after {self.pending_timeout_s:g} s (${PENDING_TIMEOUT_ENV})")
+        raise RuntimeError(f"memory service tenant {self.tenant!r}, session {session_id!r}: {why} "
+                           f"after {out.get('attempts')} attempt(s); last error: {out.get('error')}")
 
     def _item(self, row: dict[str, Any]) -> MemoryItem:
         return MemoryItem(id=row["id"], text=row["text"], kind=row.get("kind", "chunk"), session_id=row["session_id"],

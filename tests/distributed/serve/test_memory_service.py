@@ -61,7 +61,7 @@ def service(ray_local, tmp_path_factory):
     cfg = MemoryServiceConfig.model_validate({
         "data_dir": str(folder / "data"), "admin_key_file": str(folder / "admin.key"), "port": free_port(),
         "llm": str(folder / "llm.yaml"), "max_body_bytes": 65536, "retry_interval_s": 0.5,
-        "embedder": {"deployment": {"num_cpus": 0.25}, "busy_wait_timeout_s": 0.2}, "store": {"num_cpus": 0.25},
+        "store": {"num_cpus": 0.25},
         "model": {"deployment": {"num_cpus": 0.25}},
     })
     url = run_memory_app(cfg)
@@ -160,8 +160,9 @@ def test_concurrent_adds_of_the_same_facts_leave_no_duplicates(service):
 
 
 def test_concurrent_searches_share_forward_passes_and_each_gets_its_own_results(service):
-    """Searches in flight together wait briefly for each other at the embedder (one forward
-    pass for several queries); every caller still gets exactly its own query's results."""
+    """Searches in flight together share forward passes (the micro-batcher in the replica that
+    holds the store: queries arriving during a pass go in the next one); every caller still
+    gets exactly its own query's results."""
     from ray import serve
 
     client = MemoryClient(service, new_tenant(service, "judy"))
@@ -169,11 +170,11 @@ def test_concurrent_searches_share_forward_passes_and_each_gets_its_own_results(
     client.add(JOB, session_id="j2", date="8 May 2024")
     queries = [f"{topic} {i}" for i, topic in enumerate(["dog Max", "river walks", "sister nurse", "Lisbon"] * 4)]
     alone = [client.search(q, 3) for q in queries]
-    embedder = serve.get_deployment_handle("Embedder", "memory")
-    before = embedder.batch_stats.remote().result()["shared_searches"]
+    ingress = serve.get_deployment_handle("MemoryIngress", "memory")
+    before = ingress.batch_stats.remote().result()["shared_searches"]
     with ThreadPoolExecutor(len(queries)) as pool:
         together = list(pool.map(lambda q: client.search(q, 3), queries))
-    assert embedder.batch_stats.remote().result()["shared_searches"] > before
+    assert ingress.batch_stats.remote().result()["shared_searches"] > before
     assert [[h["id"] for h in r] for r in together] == [[h["id"] for h in r] for r in alone]
     assert [[round(h["score"], 4) for h in r] for r in together] == [[round(h["score"], 4) for h in r] for r in alone]
     assert len({tuple(h["id"] for h in r) for r in alone}) > 1  # the queries do rank differently
@@ -370,3 +371,39 @@ def test_memory_model_faults_leave_sessions_pending_then_retried_never_half_writ
     assert any(client.session(sid)["attempts"] > 1 for sid in sessions)  # and were retried
     texts = [it["text"] for it in client.get_all()]
     assert len(texts) == len(set(texts))
+
+
+def _sessions(prefix: str, n: int):
+    from mnemoray.records import Session, Turn
+
+    return [Session(id=f"{prefix}{i}", timestamp="9 May 2024", turns=[
+        Turn(id=f"d-{prefix}{i}-0", speaker="user", text=f"Fact {i}: my cousin {prefix} keeps {i + 3} goats.", index=0),
+        Turn(id=f"d-{prefix}{i}-1", speaker="assistant", text="Good to know.", index=1)]) for i in range(n)]
+
+
+def test_evaluation_ingest_waits_for_sessions_the_service_left_pending(faulty_service):
+    """`eval ... --service` with an LLM-built framework: a session answered `pending` (a
+    memory-model call failed) is polled until the service's retry applies it, not an error."""
+    from mnemoray.service.remote import ServiceMemory
+
+    url, _ = faulty_service
+    memory = ServiceMemory.fresh(url, ADMIN, "dualmem", poll_interval_s=0.05)
+    ops = [memory.ingest(s) for s in _sessions("w", 8)]
+    statuses = [memory.client.session(f"w{i}") for i in range(8)]
+    assert all(s["status"] == "done" for s in statuses) and all(ops)
+    assert any(s["attempts"] > 1 for s in statuses)  # some came back pending at first, and were waited for
+    assert {t for item in memory.memory_items() for t in item.turn_ids} <= {f"d-w{i}-{j}" for i in range(8)
+                                                                          for j in (0, 1)}
+
+
+def test_a_session_still_pending_past_the_bound_fails_naming_tenant_and_session(faulty_service):
+    from mnemoray.service.remote import ServiceMemory
+
+    url, _ = faulty_service
+    memory = ServiceMemory.fresh(url, ADMIN, "dualmem", pending_timeout_s=0)
+    with pytest.raises(RuntimeError) as err:
+        for session in _sessions("t", 30):  # 20 % of model calls fail: one comes back pending soon
+            memory.ingest(session)
+    message = str(err.value)
+    assert repr(memory.tenant) in message and "session 't" in message and "still pending after 0 s" in message
+    assert "MNEMORAY_SERVICE_PENDING_TIMEOUT_S" in message and "last error: None" not in message
