@@ -86,7 +86,8 @@ def param_count(model_dir: Path) -> int:
     return total
 
 
-def _cfg(args, name: str, model_path: Path, n: int, steps: int, lr: float, workers: int, zero: int):
+def _cfg(args, name: str, model_path: Path, n: int, steps: int, lr: float, workers: int, zero: int,
+         threads: str = "auto"):
     from mnemoray.config import load_config
     from mnemoray.config.grpo import GRPOConfig
 
@@ -101,7 +102,7 @@ def _cfg(args, name: str, model_path: Path, n: int, steps: int, lr: float, worke
         "optim.min_lr_ratio=1.0", "optim.grad_clip=1.0", "optim.weight_decay=0.0", "optim.betas=[0.9, 0.95]",
         f"schedule.steps={steps}", f"schedule.save_every={steps}", f"schedule.seed={args.seed}",
         f"deepspeed.zero_stage={zero}", "deepspeed.dtype=fp32", f"ray.workers={workers}", "ray.num_cpus=2",
-        "ray.max_failures=0", "ray.torch_threads=1",
+        "ray.max_failures=0", f"ray.torch_threads={threads}", f"rollout.threads={threads}",
     ])
 
 
@@ -123,13 +124,13 @@ def _mean(values: list[float]) -> float:
 
 
 def run_mnemoray(args, name: str, model_path: Path, n: int, steps: int, lr: float, workers: int, zero: int,
-                 skip: int) -> dict:
+                 skip: int, threads: str = "auto") -> dict:
     import ray
 
     from mnemoray.distributed.runtime import WORKER_ENV
     from mnemoray.distributed.train.grpo import run_grpo
 
-    cfg = _cfg(args, name, model_path, n, steps, lr, workers, zero)
+    cfg = _cfg(args, name, model_path, n, steps, lr, workers, zero, threads)
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
     t0 = time.perf_counter()
     # A Ray of our own per run (address="local": never join another process's cluster on this machine),
@@ -205,14 +206,14 @@ def fastest(trl_runs: list[dict]) -> dict | None:
 def print_table(title: str, rows: list[tuple[str, dict]], trl_runs: list[dict]) -> None:
     trl = fastest(trl_runs)
     print(f"\n{title}")
-    head = (f"{'implementation':<30}{'step s':>8}{'min-max s':>13}{'generate':>10}{'reward':>8}{'ref+old':>9}"
+    head = (f"{'implementation':<34}{'step s':>8}{'min-max s':>13}{'generate':>10}{'reward':>8}{'ref+old':>9}"
             f"{'update':>8}{'sync':>7}{'wall s':>8}{'reward 1st':>12}{'last':>7}{'vs TRL':>8}{'load1':>7}")
     print(head)
     print("-" * len(head))
     trl_rows = [(f"TRL (1 process, {r['threads']} thread{'s' if r['threads'] > 1 else ''})", r) for r in trl_runs]
     for label, r in rows + trl_rows:
         if "error" in r:
-            print(f"{label:<30}FAILED after {r['wall_s']:.0f} s: {_error_line(r['error'])}")
+            print(f"{label:<34}FAILED after {r['wall_s']:.0f} s: {_error_line(r['error'])}")
             continue
         is_trl = label.startswith("TRL")
         parts = "".join(f"{'-' if is_trl else _f(r.get(p)):>{w}}" for p, w in zip(PARTS, (10, 8, 9, 8, 7)))
@@ -220,7 +221,7 @@ def print_table(title: str, rows: list[tuple[str, dict]], trl_runs: list[dict]) 
         if trl is not None and not is_trl:
             ratio = f"{r['step_s'] / trl['step_s']:.2f}"
         rewards = r["rewards"]
-        print(f"{label:<30}{_f(r['step_s']):>8}{_f(r['min_s'], '.2f') + '-' + _f(r['max_s'], '.2f'):>13}{parts}"
+        print(f"{label:<34}{_f(r['step_s']):>8}{_f(r['min_s'], '.2f') + '-' + _f(r['max_s'], '.2f'):>13}{parts}"
               f"{_f(r['wall_s'], '.1f'):>8}{_f(rewards[0] if rewards else None):>12}"
               f"{_f(rewards[-1] if rewards else None):>7}{ratio:>8}{_f(r['load'], '.1f'):>7}")
 
@@ -256,6 +257,10 @@ def main() -> int:
                         help="mnemoray DeepSpeed ZeRO stages for the tiny model (grpo_local.yaml: 2)")
     parser.add_argument("--zero-100m", nargs="+", type=int, default=[2], choices=(0, 1, 2),
                         help="ZeRO stages for the 100M model")
+    parser.add_argument("--threads", nargs="+", default=["auto"],
+                        help="mnemoray torch threads per policy worker and rollout engine (ray.torch_threads, "
+                             "rollout.threads): auto = the node's CPUs / the actors of a phase; 1 = the old fixed "
+                             "setting; e.g. --threads 1 auto runs both")
     parser.add_argument("--steps-tiny", type=int, default=8)
     parser.add_argument("--steps-100m", type=int, default=3)
     parser.add_argument("--skip", type=int, default=None,
@@ -294,8 +299,9 @@ def main() -> int:
           f"fp32; {PROMPTS_PER_STEP} prompts/step, at most {MAX_NEW_TOKENS} new tokens, beta {BETA} (k3 KL), "
           f"clip {EPS_LOW}/{EPS_HIGH}, temperature 1, top-p 1, AdamW (0.9, 0.95) constant lr, grad clip 1, "
           f"token-mean loss, std-scaled group advantages, reward = share of 'e' among non-space reply characters")
-    print(f"mnemoray: W policy workers (Ray Train + DeepSpeed, each also holding the reference model, 1 torch "
-          f"thread) + 1 rollout engine (HF generate, 1 thread) + 2 reward actors, all on the same {cores} cores; "
+    print(f"mnemoray: W policy workers (Ray Train + DeepSpeed, each also holding the reference model) + 1 rollout "
+          f"engine (HF generate) + 2 reward actors, all on the same {cores} cores; thr = torch threads per worker "
+          f"and engine (auto: {cores} / the actors of a phase on the node); "
           f"TRL: one process, torch threads {'/'.join(map(str, args.trl_threads))}. load1 = 1-minute load average "
           f"after the run.")
 
@@ -322,10 +328,12 @@ def main() -> int:
             rows = []
             for workers in args.workers:
                 for zero in zeros:
-                    setting = f"{workers} worker{'s' if workers > 1 else ''}, ZeRO-{zero}"
-                    r = run_mnemoray(args, f"{tag}-w{workers}-z{zero}", path, n, steps, lr, workers, zero, skip)
-                    rows.append((f"mnemoray ({setting})", r))
-                    results.append((model, n, setting, r))
+                    for threads in args.threads:
+                        setting = f"{workers}w, ZeRO-{zero}, thr {threads}"
+                        r = run_mnemoray(args, f"{tag}-w{workers}-z{zero}-t{threads}", path, n, steps, lr, workers,
+                                         zero, skip, threads)
+                        rows.append((f"mnemoray ({setting})", r))
+                        results.append((model, n, setting, r))
             title = (f"{model} qwen2 ({count / 1e6:.1f}M params), n={n} ({PROMPTS_PER_STEP * n} completions/step), "
                      f"lr {lr:g}, {steps} steps; step time = mean of steps {skip + 1}-{steps} "
                      f"(first {skip} = warm-up); ref+old = reference and old-policy log-probs")

@@ -43,6 +43,21 @@ def release(group: Any) -> None:
         remove_placement_group(group)
 
 
+def bundle_nodes(group: Any) -> list[str]:
+    """The node id of each bundle of a ready placement group, in bundle order."""
+    from ray.util import placement_group_table
+
+    nodes = placement_group_table(group)["bundles_to_node_id"]
+    return [nodes[i] for i in sorted(nodes)]
+
+
+def node_cpus(node_id: str) -> float:
+    """The CPUs Ray gives node `node_id` (0 when it is not known)."""
+    import ray
+
+    return next((float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n["NodeID"] == node_id), 0.0)
+
+
 def current_node() -> str:
     """The Ray node id of the calling process (for placement logs and tests)."""
     import ray
@@ -50,4 +65,4 @@ def current_node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-__all__ = ["Strategy", "bundle", "current_node", "in_bundle", "release", "reserve"]
+__all__ = ["Strategy", "bundle", "bundle_nodes", "current_node", "in_bundle", "node_cpus", "release", "reserve"]

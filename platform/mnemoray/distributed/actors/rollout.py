@@ -8,10 +8,11 @@ from typing import Any
 
 import ray
 
-from mnemoray.distributed.placement import Strategy, bundle, current_node, in_bundle, reserve
+from mnemoray.distributed.placement import Strategy, bundle, bundle_nodes, current_node, in_bundle, node_cpus, reserve
 from mnemoray.rl.rollout import PromptInput, SamplingSettings
 from mnemoray.rl.rollout_registry import build_sampler
 from mnemoray.rl.sequences import Rollout
+from mnemoray.rl.threads import Threads, phase_threads, set_torch_threads
 from mnemoray.rl.weights import PackedWeights, pack_weights, unpack_weights
 
 
@@ -21,14 +22,15 @@ class StaleWeights(RuntimeError):
 
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class RolloutActor:
-    def __init__(self, engine: str, model_path: str, device: str, dtype: str, torch_threads: int | None):
+    def __init__(self, engine: str, model_path: str, device: str, dtype: str, torch_threads: Threads,
+                 cpus: float = 1.0, peers: int = 1):
+        """`cpus`: the CPUs of this engine's node, shared by the `peers` engines placed there
+        (they sample at the same time; "auto" threads split the node between them)."""
         import os
 
-        import torch
-
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
+        self.threads = phase_threads(torch_threads, cpus, peers, len(os.sched_getaffinity(0)))
+        set_torch_threads(self.threads)
         self.sampler = build_sampler(engine, model_path, device=device, dtype=dtype)
 
     def load_weights(self, state: PackedWeights | Mapping[str, Any], version: int) -> int:
@@ -39,6 +41,9 @@ class RolloutActor:
 
     def node(self) -> str:
         return current_node()
+
+    def torch_threads(self) -> int | None:
+        return self.threads
 
     def pid(self) -> int:
         import os
@@ -55,12 +60,15 @@ class RolloutActor:
 
 
 def start_rollout_actors(count: int, engine: str, model_path: str, *, num_cpus: float, num_gpus: float,
-                         device: str, dtype: str, torch_threads: int | None = 1,
+                         device: str, dtype: str, torch_threads: Threads = 1,
                          strategy: Strategy = "PACK") -> tuple[list[Any], Any]:
-    """`count` engines in one placement group (returned, to release when done)."""
+    """`count` engines in one placement group (returned, to release when done); with
+    torch_threads "auto" the engines on a node share its CPUs."""
     group = reserve(count, bundle(num_cpus, num_gpus), strategy, "mnemoray-rollout")
+    nodes = bundle_nodes(group)
     actors = [RolloutActor.options(num_cpus=num_cpus, num_gpus=num_gpus, **in_bundle(group, i)).remote(
-        engine, model_path, device, dtype, torch_threads) for i in range(count)]
+        engine, model_path, device, dtype, torch_threads, node_cpus(node), nodes.count(node))
+        for i, node in enumerate(nodes)]
     return actors, group
 
 

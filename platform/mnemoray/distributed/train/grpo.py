@@ -192,6 +192,20 @@ def _all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def policy_threads(setting: Any) -> int | None:
+    """Set this policy worker's torch threads: with "auto", its node's CPUs shared by the
+    workers on that node (they score and update together; the engines wait meanwhile)."""
+    import ray.train
+
+    from mnemoray.distributed.placement import node_cpus
+    from mnemoray.rl.threads import phase_threads, set_torch_threads
+
+    threads = phase_threads(setting, node_cpus(current_node()), ray.train.get_context().get_local_world_size(),
+                            len(os.sched_getaffinity(0)))
+    set_torch_threads(threads)
+    return threads
+
+
 def _worker_entry(config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker."""
     import ray
@@ -205,10 +219,9 @@ def _worker_entry(config: dict[str, Any]) -> None:
 
     cfg = GRPOConfig.model_validate(config["cfg"])
     os.environ.setdefault("DS_ACCELERATOR", cfg.ray.accelerator)
-    if cfg.ray.torch_threads:
-        torch.set_num_threads(cfg.ray.torch_threads)
-    torch.manual_seed(cfg.schedule.seed)
     io = RayCheckpoints()
+    threads = policy_threads(cfg.ray.torch_threads)
+    torch.manual_seed(cfg.schedule.seed)
     rank, world = io.rank, io.world_size
     model_path = config["model_path"]
     data: list[Any] = ray.get(config["prompts"])  # prompts, or a trajectory environment's sources
@@ -232,10 +245,12 @@ def _worker_entry(config: dict[str, Any]) -> None:
             _, client = engine.load_checkpoint(str(ckpt), tag=DS_TAG)
             state = dict(client[STATE_KEY])
     log = MetricsLog(cfg.run_dir, rank == 0, state["step"], engine=engine_facts(engine), world_size=world)
-    policy_nodes = _gather(current_node())
+    policy_nodes, policy_threads_ = zip(*_gather((current_node(), threads)))
     if rank == 0:
-        log.event("placement", policy=policy_nodes, rollout=ray.get([e.node.remote() for e in engines]),
+        log.event("placement", policy=list(policy_nodes), rollout=ray.get([e.node.remote() for e in engines]),
                   reward=pool.nodes())
+        log.event("threads", policy=list(policy_threads_),
+                  rollout=ray.get([e.torch_threads.remote() for e in engines]))
     plan = UpdatePlan(
         loss=GRPOLossConfig(eps_low=alg.eps_low, eps_high=alg.eps_high, dual_clip=alg.dual_clip,
                             kl_coef=alg.kl_coef, kl_estimator=alg.kl_estimator, agg=alg.loss_agg),
@@ -374,7 +389,7 @@ def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
         ro = cfg.rollout
         engines, engine_group = start_rollout_actors(
             ro.engines, ro.engine, model_path, num_cpus=ro.cpus_per_engine, num_gpus=ro.gpus_per_engine,
-            device=ro.device, dtype=ro.dtype, torch_threads=cfg.ray.torch_threads, strategy=ro.placement)
+            device=ro.device, dtype=ro.dtype, torch_threads=ro.threads, strategy=ro.placement)
         pool = None
         try:
             pool = RewardPool.from_config(cfg.reward)
