@@ -1,8 +1,9 @@
 """A real two-node Ray cluster on this machine for the cluster lane: `ray start --head` and a
-second `ray start --address` node, each with one CPU and its own custom resource, on free ports
-and in their own temp dir, so other Ray instances on the machine are left alone. Torn down by
-killing the process groups of the `ray start` commands run here (never `ray stop`, which
-would stop every Ray of this user)."""
+second `ray start --address` node, each with `num_cpus` logical CPUs and its own custom resource,
+on free ports and in their own temp dir, so other Ray instances on the machine are left alone.
+Torn down by killing the process groups of the `ray start` commands run here (never `ray stop`,
+which would stop every Ray of this user). The client side (`ray job submit` from the checkout,
+the job's task placement from the state API) is here too, shared by the lane's modules."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnemoray.ports import free_port
+from repo_paths import REPO
 
 RAY = str(Path(sys.executable).with_name("ray"))
 SERVE = str(Path(sys.executable).with_name("serve"))
@@ -30,6 +32,7 @@ class LocalCluster:
     dashboard_port: int = field(default_factory=free_port)
     groups: list[int] = field(default_factory=list)
     token: str = field(default_factory=lambda: secrets.token_hex(24))
+    num_cpus: int = 1
 
     @property
     def address(self) -> str:
@@ -49,11 +52,14 @@ class LocalCluster:
 
     def start(self, node_env: dict[str, str] | None = None) -> None:
         """`ray start` returns once its node is up (the worker's once it joined the head)."""
-        common = ["--num-cpus", "1", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
+        common = ["--num-cpus", str(self.num_cpus), "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
         head = [RAY, "start", "--head", "--port", str(self.gcs_port), "--dashboard-host", "127.0.0.1",
                 "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port", str(free_port()),
                 "--temp-dir", str(self.temp_dir), "--resources", json.dumps({"head_slot": 1}), *common]
-        worker = [RAY, "start", "--address", self.address, "--resources", json.dumps({"worker_slot": 1}), *common]
+        # the worker node keeps its own temp dir, as a second machine would: sharing the head's, its
+        # runtime-env agent would unpack a job's working_dir again over the driver's working directory
+        worker = [RAY, "start", "--address", self.address, "--temp-dir", str(self.temp_dir / "worker"),
+                  "--resources", json.dumps({"worker_slot": 1}), *common]
         self._run_start("head", head, node_env)
         self._run_start("worker", worker, node_env)
 
@@ -94,5 +100,46 @@ class LocalCluster:
                 pass
 
 
-def new_cluster() -> LocalCluster:
-    return LocalCluster(Path(tempfile.mkdtemp(prefix="mnemoray-ray-", dir="/tmp")))
+    def ray_cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        """The `ray` command line from the repository root, as this cluster's client."""
+        out = subprocess.run([RAY, *args], cwd=REPO, env=self.env(), capture_output=True, text=True)
+        if check:
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        return out
+
+    def submit(self, *entrypoint: str, wait: bool = True) -> tuple[str, subprocess.CompletedProcess]:
+        """`ray job submit --working-dir .` with the checkout's runtime env, as the README shows;
+        returns (submission id, result)."""
+        sub_id = f"lane-{os.urandom(4).hex()}"
+        out = self.ray_cli("job", "submit", "--submission-id", sub_id, "--working-dir", ".",
+                           "--runtime-env", "cluster/runtime_env/installed.yaml", *([] if wait else ["--no-wait"]),
+                           "--", *entrypoint)
+        return sub_id, out
+
+    def _job_rows(self, kind: str, sub_id: str) -> list[dict]:
+        job_id = self.get(f"/api/jobs/{sub_id}")["job_id"]
+        return self.get(f"/api/v0/{kind}?detail=1&limit=10000&filter_keys=job_id&filter_predicates=%3D"
+                        f"&filter_values={job_id}")["data"]["result"]["result"]
+
+    def job_task_nodes(self, sub_id: str) -> dict[str, set[str]]:
+        """task name -> node roles where the job's finished tasks ran (Ray's task events, by job id)."""
+        roles = self.nodes()
+        found: dict[str, set[str]] = {}
+        for row in self._job_rows("tasks", sub_id):
+            if row["state"] == "FINISHED" and row.get("node_id"):
+                found.setdefault(row["name"], set()).add(roles.get(row["node_id"], row["node_id"]))
+        return found
+
+    def job_actor_nodes(self, sub_id: str) -> dict[str, set[str]]:
+        """actor class -> node roles where the job's actors lived (dead ones included)."""
+        roles = self.nodes()
+        found: dict[str, set[str]] = {}
+        for row in self._job_rows("actors", sub_id):
+            node = (row.get("address") or {}).get("raylet_id") or row.get("node_id")
+            if node:
+                found.setdefault(row["class_name"], set()).add(roles.get(node, node))
+        return found
+
+
+def new_cluster(num_cpus: int = 1) -> LocalCluster:
+    return LocalCluster(Path(tempfile.mkdtemp(prefix="mnemoray-ray-", dir="/tmp")), num_cpus=num_cpus)

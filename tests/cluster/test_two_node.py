@@ -49,35 +49,6 @@ def cluster(_opt_in):
         cluster.stop()
 
 
-def ray_cli(cluster: LocalCluster, *args: str, check: bool = False) -> subprocess.CompletedProcess:
-    out = subprocess.run([RAY, *args], cwd=REPO, env=cluster.env(), capture_output=True, text=True)
-    if check:
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
-
-
-def submit(cluster: LocalCluster, *entrypoint: str, wait: bool = True) -> tuple[str, subprocess.CompletedProcess]:
-    """`ray job submit` from the repository root, as the README shows; returns (submission id, result)."""
-    sub_id = f"lane-{os.urandom(4).hex()}"
-    out = ray_cli(cluster, "job", "submit", "--submission-id", sub_id, "--working-dir", ".",
-                  "--runtime-env", "cluster/runtime_env/installed.yaml", *([] if wait else ["--no-wait"]),
-                  "--", *entrypoint)
-    return sub_id, out
-
-
-def job_task_nodes(cluster: LocalCluster, sub_id: str) -> dict[str, set[str]]:
-    """task name -> node roles where the job's finished tasks ran (Ray's task events, by job id)."""
-    job_id = cluster.get(f"/api/jobs/{sub_id}")["job_id"]
-    rows = cluster.get(f"/api/v0/tasks?detail=1&limit=10000&filter_keys=job_id&filter_predicates=%3D"
-                       f"&filter_values={job_id}")["data"]["result"]["result"]
-    roles = cluster.nodes()
-    found: dict[str, set[str]] = {}
-    for row in rows:
-        if row["state"] == "FINISHED" and row.get("node_id"):
-            found.setdefault(row["name"], set()).add(roles.get(row["node_id"], row["node_id"]))
-    return found
-
-
 def test_the_cluster_has_two_nodes_and_refuses_a_client_without_the_token(cluster):
     assert sorted(cluster.nodes().values()) == ["head_slot", "worker_slot"]
     env = {k: v for k, v in cluster.env().items() if k != "RAY_AUTH_TOKEN"}
@@ -90,14 +61,14 @@ def test_the_cluster_has_two_nodes_and_refuses_a_client_without_the_token(cluste
 def test_a_submitted_evaluation_runs_on_both_nodes_and_writes_to_the_uri(cluster, tmp_path):
     data = write_rolememo_dataset(tmp_path / "synth")
     dest = tmp_path / "bucket" / "rolememo"
-    sub_id, out = submit(cluster, "python", "jobs/evaluate.py", "--kind", "rolememo",
+    sub_id, out = cluster.submit("python", "jobs/evaluate.py", "--kind", "rolememo",
                          "--config", "configs/eval/rolememo_local.yaml", "--out", f"file://{dest}",
                          f"data={json.dumps(str(data))}", "memory.name=rag-dense",
                          "ray.workers=2", "ray.min_workers=2", "ray.cpus_per_worker=1")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert cluster.get(f"/api/jobs/{sub_id}")["status"] == "SUCCEEDED"
     # one Ray Data actor per node (each node has one CPU, each actor takes one), one history each
-    tasks = job_task_nodes(cluster, sub_id)
+    tasks = cluster.job_task_nodes(sub_id)
     assert tasks.get("MapWorker(MapBatches(HistoryEvaluator)).submit") == {"head_slot", "worker_slot"}, tasks
     metrics = json.loads((dest / "metrics.json").read_text())
     assert (metrics["eval"], metrics["memory"], metrics["n_histories"], metrics["n_queries"]) == (
@@ -109,10 +80,10 @@ def test_a_submitted_evaluation_runs_on_both_nodes_and_writes_to_the_uri(cluster
 
 
 def test_a_relative_out_fails_the_submitted_job_saying_what_to_pass(cluster):
-    sub_id, out = submit(cluster, "python", "jobs/evaluate.py", "--kind", "rolememo",
+    sub_id, out = cluster.submit("python", "jobs/evaluate.py", "--kind", "rolememo",
                          "--config", "configs/eval/rolememo_local.yaml", "--out", "runs/lane")
     assert out.returncode != 0
-    logs = ray_cli(cluster, "job", "logs", sub_id, check=True).stdout
+    logs = cluster.ray_cli("job", "logs", sub_id, check=True).stdout
     assert f"--out 'runs/lane' is a relative path, and this runs as the submitted Ray job {sub_id}" in logs
     assert "--out /mnt/shared/" in logs and "s3://BUCKET/PREFIX" in logs
     assert cluster.get(f"/api/jobs/{sub_id}")["status"] == "FAILED"
@@ -166,7 +137,7 @@ def test_serve_deploy_of_the_memory_service_answers_on_the_cluster(cluster, tmp_
 def test_ray_job_stop_ends_a_running_job_cleanly(cluster, tmp_path):
     data = write_rolememo_dataset(tmp_path / "synth")
     dest = tmp_path / "bucket" / "rolememo"
-    sub_id, out = submit(cluster, "python", "jobs/evaluate.py", "--kind", "rolememo",
+    sub_id, out = cluster.submit("python", "jobs/evaluate.py", "--kind", "rolememo",
                          "--config", "configs/eval/rolememo_local.yaml", "--out", f"file://{dest}",
                          f"data={json.dumps(str(data))}", wait=False)
     assert out.returncode == 0, out.stderr
@@ -175,7 +146,7 @@ def test_ray_job_stop_ends_a_running_job_cleanly(cluster, tmp_path):
     for line in logs.stdout:  # block until the job's own entrypoint is running
         if "Running entrypoint" in line:
             break
-    stop = ray_cli(cluster, "job", "stop", sub_id, check=True)
+    stop = cluster.ray_cli("job", "stop", sub_id, check=True)
     logs.kill()
     logs.wait()
     job = cluster.get(f"/api/jobs/{sub_id}")
@@ -185,5 +156,5 @@ def test_ray_job_stop_ends_a_running_job_cleanly(cluster, tmp_path):
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid), 0)
     assert not dest.exists()  # a stopped job copies nothing to its URI
-    _, again = submit(cluster, "python", "-c", "import ray; ray.init(); print(len(ray.nodes()))")
+    _, again = cluster.submit("python", "-c", "import ray; ray.init(); print(len(ray.nodes()))")
     assert again.returncode == 0 and "\n2\n" in again.stdout  # the cluster takes the next job
