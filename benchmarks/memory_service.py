@@ -19,10 +19,13 @@ local Ray) once per embedder setting, preloads one tenant with `--sessions` sess
     python benchmarks/memory_service.py [--quick] [--clients 8,32,128] [--skip-unbatched] [--skip-dualmem]
                                         [--skip-mem0] [--before] [--profile]
 
-`--before` also runs the batched embedder with `busy_wait_timeout_s: 0` (searches never wait
-for others in flight) and prints before/after ratios; `--profile` prints the CPU each search
-costs in each process (Serve's proxy, ingress, store, embedder, the rest of Ray, this load
-generator).
+`--before` also runs the previous layout in the same run (proxy -> ingress -> `MemoryStore`
+deployment -> `Embedder` deployment: `store_placement: deployment`, `embedder.placement:
+deployment`, Serve's access log on) and prints before/after ratios; `--steps` adds the step
+between (the encoder inside the `MemoryStore` deployment, access log off). The default
+layout serves a search in one replica: the store inside the ingress, the encoder inside the
+store. `--profile` prints the CPU each search costs in each process (Serve's proxy, ingress,
+store, embedder, the rest of Ray, this load generator).
 
 Goal on 2 cores: search p95 <= 50 ms at 32 clients.
 """
@@ -168,18 +171,28 @@ def cpu_by_process(root: int) -> dict[str, float]:
     return out
 
 
-def print_profile(before: dict[str, float], after: dict[str, float], n: int) -> None:
+def print_profile(before: dict[str, float], after: dict[str, float], n: int) -> float:
+    """Prints CPU ms per search by process; returns the service's total (load generator excluded)."""
     used = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     total = sum(used.values())
     shown = ", ".join(f"{k} {v / n * 1000:.1f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v > 0)
     print(f"    CPU ms per search: {shown} (total {total / n * 1000:.1f})", flush=True)
+    return (total - used.get("load generator", 0.0)) / n * 1000
 
 
-def run_search(folder: Path, batching: bool, args, busy_wait: float | None = None) -> tuple[list[dict], float]:
-    """Search rows per level, and the preload's add rate (sessions/s). `busy_wait`: the
-    embedder's busy_wait_timeout_s (None: the service's default)."""
-    extra = "" if busy_wait is None else f", busy_wait_timeout_s: {busy_wait}"
-    yaml = f"memory: {{name: rag-hybrid}}\nembedder: {{batching: {str(batching).lower()}{extra}}}\n"
+LAYOUTS = {  # name -> (embedder settings, top-level settings); None: the service's defaults
+    "before": (", placement: deployment", "store_placement: deployment\naccess_log: true\n"),
+    "encoder in store": ("", "store_placement: deployment\n"),
+}
+
+
+def run_search(folder: Path, batching: bool, args, layout: str | None = None) -> tuple[list[dict], float]:
+    """Search rows per level, and the preload's add rate (sessions/s). `layout`: a key of
+    LAYOUTS (None: the service's default layout)."""
+    embedder, top = LAYOUTS[layout] if layout in LAYOUTS else ("", "")
+    yaml = f"memory: {{name: rag-hybrid}}\nembedder: {{batching: {str(batching).lower()}{embedder}}}\n{top}"
+    if layout == "extra":
+        yaml += args.extra.replace("\\n", "\n") + "\n"
     with service(folder, yaml) as (url, proc):
         key = new_tenant(url, "bench")
         rate = asyncio.run(add_sessions(url, key, range(args.sessions), 8))
@@ -189,11 +202,11 @@ def run_search(folder: Path, batching: bool, args, busy_wait: float | None = Non
             before = cpu_by_process(proc.pid) if args.profile else {}
             row = asyncio.run(search_load(url, key, clients, args.searches))
             rows.append(row)
-            label = f"batched={batching!s:5}" + ("" if busy_wait is None else f" busy_wait={busy_wait}")
+            label = f"batched={batching!s:5}" + (f" {layout}" if layout else "")
             print(f"  search {label} clients={clients:4d}: p50 {row['p50_ms']:.1f} ms  "
                   f"p95 {row['p95_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  {row['rps']:.0f} req/s", flush=True)
             if args.profile:
-                print_profile(before, cpu_by_process(proc.pid), row["n"])
+                row["cpu_ms_per_search"] = print_profile(before, cpu_by_process(proc.pid), row["n"])
         return rows, rate
 
 
@@ -240,9 +253,10 @@ def run_mem0(folder: Path, args) -> dict | None:
     return json.loads(out.read_text())
 
 
-def before_after(before: list[dict], after: list[dict]) -> None:
-    """The embedder without (before) and with (after) waiting for searches in flight."""
-    print("\n  clients | p95 ms before -> after | req/s before -> after | p95 before/after | req/s after/before")
+def before_after(before: list[dict], after: list[dict], name: str = "before -> after") -> None:
+    """A previous layout (before) and the default (after: one replica serves a search)."""
+    print(f"\n  {name}")
+    print("  clients | p95 ms before -> after | req/s before -> after | p95 before/after | req/s after/before")
     for b, a in zip(before, after):
         print(f"  {a['clients']:7d} | {b['p95_ms']:7.1f} -> {a['p95_ms']:7.1f} | {b['rps']:6.0f} -> {a['rps']:6.0f} | "
               f"{b['p95_ms'] / a['p95_ms']:16.2f} | {a['rps'] / b['rps']:18.2f}")
@@ -261,6 +275,15 @@ def side_by_side(service_rows: list[dict], add_rate: float, mem0: dict) -> None:
         print(f"  {row['clients']:7d} | {row['p50_ms']:6.1f} {row['p95_ms']:6.1f} {row['p99_ms']:6.1f} "
               f"{row['rps']:6.0f} | {m['p50_ms']:6.1f} {m['p95_ms']:6.1f} {m['p99_ms']:6.1f} {m['rps']:6.0f} | "
               f"{m['p95_ms'] / row['p95_ms']:16.2f} | {row['rps'] / m['rps']:18.2f}")
+    if any("cpu_ms_per_search" in r for r in service_rows):
+        print("  CPU ms per search (service: its processes, load generator excluded; mem0: its process, "
+              "load threads included):")
+        for row in service_rows:
+            m = peer.get(row["clients"])
+            if m is not None and "cpu_ms_per_search" in row and "cpu_ms_per_search" in m:
+                ours, theirs = row["cpu_ms_per_search"], m["cpu_ms_per_search"]
+                print(f"  {row['clients']:7d} | service {ours:5.1f} | mem0 {theirs:5.1f} | mem0/service "
+                      f"{theirs / ours:.2f}")
     a = mem0["add"]
     print(f"  add: service {add_rate:.1f} sessions/s (8 writers), mem0 {a['sessions_per_s']:.1f} sessions/s "
           f"({a['writers']} writers, {a['items']} items = one per message, {a['logged_errors']} errors logged): "
@@ -278,7 +301,11 @@ def main() -> None:
     parser.add_argument("--skip-mem0", action="store_true", help="no mem0 peer run")
     parser.add_argument("--profile", action="store_true", help="CPU per search by process (proxy, deployments, ...)")
     parser.add_argument("--before", action="store_true",
-                        help="also run with embedder.busy_wait_timeout_s: 0 (no wait for searches in flight)")
+                        help="also run the previous layout (store and embedder deployments, access log on)")
+    parser.add_argument("--extra", default="", help="also run the default layout with these YAML lines added "
+                        "to its service config (\\n between lines), e.g. 'ingress: {num_cpus: 1}'")
+    parser.add_argument("--steps", action="store_true",
+                        help="also run the step between (encoder inside the MemoryStore deployment)")
     parser.add_argument("--mem0-writers", type=int, default=1,
                         help="mem0 adding threads (its FAISS store logs failed saves with more than one)")
     args = parser.parse_args()
@@ -293,9 +320,15 @@ def main() -> None:
         results: dict = {}
         results["batched"], add_rate = run_search(Path(tmp) / "batched", True, args)
         results["rag_hybrid_sessions_per_s"] = add_rate
-        if args.before:
-            results["batched_no_busy_wait"], _ = run_search(Path(tmp) / "before", True, args, busy_wait=0)
-            before_after(results["batched_no_busy_wait"], results["batched"])
+        for layout, wanted in (("before", args.before), ("encoder in store", args.steps)):
+            if wanted:
+                results[layout], _ = run_search(Path(tmp) / layout.replace(" ", "-"), True, args, layout=layout)
+        for layout in ("before", "encoder in store"):
+            if layout in results:
+                before_after(results[layout], results["batched"], f"{layout} -> after (default)")
+        if args.extra:
+            results["extra"], _ = run_search(Path(tmp) / "extra", True, args, layout="extra")
+            before_after(results["batched"], results["extra"], f"default -> default + {args.extra!r}")
         if not args.skip_unbatched:
             results["unbatched"], _ = run_search(Path(tmp) / "unbatched", False, args)
         if not args.skip_dualmem:
