@@ -58,3 +58,16 @@ def test_batched_vectors_are_the_encoders_own(embedder):
     assert batcher.coalescer.batches < len(texts)
     for t, v in zip(texts, vectors, strict=True):
         assert np.allclose(v, embedder.encode(t), atol=1e-5)
+
+
+def test_a_worker_encodes_in_small_chunks_to_the_same_vectors(embedder):
+    """The persona worker's chunk size (ray.encode_batch) is a cost choice: the vectors stay the encoder's."""
+    from mnemoray.config.synth import RealMemSynthConfig
+    from mnemoray.index.embedder import Embedder
+
+    cfg = RealMemSynthConfig.model_validate({"personas": "p.jsonl"})
+    assert cfg.ray.encode_batch == 8
+    small = Embedder(embedder.path, batch_size=cfg.ray.encode_batch, store=None)
+    texts = ["a short note"] + [f"a much longer note number {i} about the trip to the coast " * (i % 3 + 1)
+                                for i in range(20)]
+    assert np.allclose(small.encode(texts), embedder.encode(texts), atol=1e-5)

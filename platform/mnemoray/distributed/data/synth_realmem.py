@@ -93,7 +93,9 @@ class PersonaWorker:
 
         self.cfg = RealMemSynthConfig.model_validate_json(cfg_json)
         self.client = FleetClient(fleet)
-        self.embedder = Embedder.from_index_config(self.cfg.memory.index)
+        idx = self.cfg.memory.index  # short texts encode cheaper in small chunks (RealMemRayConfig.encode_batch)
+        self.embedder = Embedder(idx.embedding_model, idx.device, self.cfg.ray.encode_batch, idx.max_seq_length,
+                                 idx.embedding_cache)
         self.encoder = EncodeBatcher(self.embedder)  # one encode for the texts of all personas waiting
         # calls asked together go to the fleet together (one actor call, one table); any number in flight
         self.calls = Coalescer(self._ask, self.cfg.ray.batch_calls, max_running=1 << 20)
