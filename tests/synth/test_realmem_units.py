@@ -323,3 +323,14 @@ def test_a_machine_with_deferred_encodes_ends_like_one_encoding_itself(persona, 
     assert machine.public_history() == own.public_history()
     with pytest.raises(ValueError, match="one vector per text"):
         machine.feed_vectors(embedder.encode(["one"]))
+
+
+def test_the_report_warns_of_short_histories_and_missing_query_turns():
+    from mnemoray.synth.realmem.report import notes
+
+    stats = {"histories": {"count": 3, "reached_target": 1, "target_tokens": 4000}, "sessions": {"queries": 0}}
+    short, no_queries = notes(stats)
+    assert short.startswith("2 of 3 histories ended below the target of 4,000 tokens")
+    assert "plan.phases" in short and "eval retrieval" in no_queries
+    stats = {"histories": {"count": 3, "reached_target": 3, "target_tokens": 4000}, "sessions": {"queries": 5}}
+    assert notes(stats) == []

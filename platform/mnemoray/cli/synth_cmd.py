@@ -95,3 +95,7 @@ def realmem(
     typer.echo(f"{h['count']} histories, {h['sessions']} sessions ({s['queries']} query turns, median "
                f"{h['median']:,} tokens); {stats['totals']['llm_calls']} LLM calls; "
                f"files in {cfg.out}/dataset, report in {cfg.out}/report.md")
+    from mnemoray.synth.realmem.report import notes
+
+    for note in notes(stats):
+        typer.echo(f"note: {note}")
