@@ -38,6 +38,71 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llm_throughput import fault_endpoint, server_stats  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+class TreeCPU:
+    """CPU seconds of every process under this one (the job, its Ray processes, the endpoint), by role,
+    sampled from /proc every `every` s in a thread: a process's last sample counts after it exits."""
+
+    ROLES = (("fault_server", "endpoint"), ("ray::PersonaWorker", "persona workers"), ("ray::", "other ray actors"),
+             ("--one", "driver"))
+
+    def __init__(self, every: float = 0.5):
+        import threading
+
+        self.every, self.seen, self.stop_event = every, {}, threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _role(self, pid: str) -> str:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return "ray system"
+        return next((role for mark, role in self.ROLES if mark in cmd), "ray system")
+
+    def sample(self) -> None:
+        parent: dict[str, str] = {}
+        ticks: dict[str, tuple[str, int]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            parent[entry.name] = fields[1]
+            ticks[entry.name] = (fields[19], int(fields[11]) + int(fields[12]))  # start time, utime + stime
+        mine, todo = set(), [str(os.getpid())]
+        children: dict[str, list[str]] = {}
+        for pid, ppid in parent.items():
+            children.setdefault(ppid, []).append(pid)
+        while todo:
+            for child in children.get(todo.pop(), []):
+                mine.add(child)
+                todo.append(child)
+        for pid in mine:
+            start, used = ticks[pid]
+            role = self.seen.get((pid, start), ("", 0))[0]
+            if role in ("", "ray system", "other ray actors"):  # a Ray worker names its actor once it has one
+                role = self._role(pid)
+            self.seen[(pid, start)] = (role, used)
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.every):
+            self.sample()
+
+    def totals(self) -> dict[str, float]:
+        self.sample()
+        out: dict[str, float] = {}
+        for role, used in list(self.seen.values()):
+            out[role] = out.get(role, 0.0) + used / TICK
+        return out
+
+    @staticmethod
+    def since(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {role: after[role] - before.get(role, 0.0) for role in after}
 
 
 def one_run(args: argparse.Namespace) -> None:
@@ -105,44 +170,65 @@ def one_realmem_run(args: argparse.Namespace) -> None:
 
 def realmem_main(args: argparse.Namespace) -> None:
     sizes = [int(n) for n in args.personas.split(",")]
+    codes = [("before", Path(args.compare).resolve()), ("after", REPO)] if args.compare else [("", REPO)]
+    cpu = TreeCPU()
+    for latency in [float(x) for x in str(args.latency_ms).split(",")]:
+        realmem_runs(args, sizes, codes, latency, cpu)
+
+
+def realmem_runs(args: argparse.Namespace, sizes: list[int], codes: list[tuple[str, Path]], latency: float,
+                 cpu: TreeCPU) -> None:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, fault_endpoint(args.latency_ms, "--vary-strings") as base:
+    with tempfile.TemporaryDirectory() as tmp, fault_endpoint(latency, "--vary-strings") as base:
         llm = Path(tmp) / "llm.yaml"
         llm.write_text(f"engine: openai\nmodel: fault-model\nbase_url: {base}/v1\nmax_in_flight: {args.max_in_flight}\n"
                        "timeout_s: 60\nmax_retries: 3\nstructured_retries: 1\n")
-        for n in sizes:
+        for n, (label, code) in [(n, c) for n in sizes for c in codes]:
             server_stats(base, reset=True)
-            cmd = [sys.executable, __file__, "--kind", "realmem", "--one", str(n), "--out", str(Path(tmp) / f"rm{n}"),
+            out = Path(tmp) / f"rm{n}{label}"
+            cmd = [sys.executable, str(code / "benchmarks" / "synth_scale.py"), "--kind", "realmem", "--one", str(n),
+                   "--out", str(out),
                    "--llm", str(llm), "--target-tokens", str(args.target_tokens), "--actors", str(args.actors),
                    "--workers", str(args.workers), "--per-worker", str(args.per_worker),
                    "--projects", str(args.projects), "--phases", str(args.phases),
                    "--sessions-per-event", str(args.sessions_per_event), "--max-turns", str(args.max_turns),
                    "--min-turns", str(args.min_turns),
                    "--tiny-cache", args.tiny_cache]
-            # a fresh embedding store per run: every text is encoded, as in a first run
-            env = {**os.environ, "MNEMORAY_EMBEDDING_CACHE": str(Path(tmp) / f"rm{n}_embeddings")}
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+            # a fresh embedding store per run: every text is encoded, as in a first run; the code of `code`
+            env = {**os.environ, "MNEMORAY_EMBEDDING_CACHE": str(out) + "_embeddings",
+                   "PYTHONPATH": os.pathsep.join([str(code / "platform"), os.environ.get("PYTHONPATH", "")])}
+            cpu0 = cpu.totals()
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=code, env=env)
+            used = TreeCPU.since(cpu0, cpu.totals())
             line = next((out for out in proc.stdout.splitlines() if out.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"realmem run with {n} personas failed")
-            rows.append((n, json.loads(line[len("RESULT "):]), server_stats(base)["inflight"]))
+            rows.append((n, label, json.loads(line[len("RESULT "):]), server_stats(base)["inflight"], used))
     configured = args.actors * args.max_in_flight
-    print(f"\nsynth realmem through the instant endpoint at {args.latency_ms:g} ms ({args.actors} client actors x "
+    print(f"\nsynth realmem through the instant endpoint at {latency:g} ms ({args.actors} client actors x "
           f"max_in_flight {args.max_in_flight} = {configured}; {args.workers} workers x {args.per_worker} personas; "
           f"{args.projects} projects x {args.phases} phases per persona, up to {args.sessions_per_event} sessions per "
           f"event of up to {args.max_turns} turns; target {args.target_tokens:,} tokens)")
-    print(f"{'personas':>8} {'wall s':>8} {'personas/min':>12} {'LLM calls':>10} {'calls/s':>8} {'avg in flight':>13} "
-          f"{'ratio':>6} {'driver peak RSS MB':>19} {'sessions':>8} {'turns/session':>13} {'median tokens':>14}")
-    for n, r, inf in rows:
+    print(f"{'personas':>8} {'code':>6} {'wall s':>8} {'personas/min':>12} {'LLM calls':>10} {'calls/s':>8} "
+          f"{'avg in flight':>13} {'ratio':>6} {'CPU ms/call':>11} {'workers':>7} {'driver peak RSS MB':>19} "
+          f"{'sessions':>8} {'turns/session':>13} {'median tokens':>14}")
+    for n, label, r, inf, used in rows:
         calls = r["totals"]["llm_calls"]
-        print(f"{n:>8} {r['wall_s']:>8.1f} {n / r['wall_s'] * 60:>12.1f} {calls:>10} {calls / r['wall_s']:>8.1f} "
-              f"{inf['average']:>13.1f} {inf['average'] / configured:>6.2f} {r['peak_rss_mb']:>19.0f} "
-              f"{r['histories']['sessions']:>8} {r['turns']['median']:>13} {r['histories']['median']:>14,}")
-    if len(rows) >= 2:
-        (n0, r0, _), (n1, r1, _) = rows[0], rows[-1]
-        print(f"driver peak RSS {n1} vs {n0} personas: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}x "
-              f"for {n1 / n0:.1f}x the personas")
+        print(f"{n:>8} {label:>6} {r['wall_s']:>8.1f} {n / r['wall_s'] * 60:>12.1f} {calls:>10} "
+              f"{calls / r['wall_s']:>8.1f} {inf['average']:>13.1f} {inf['average'] / configured:>6.2f} "
+              f"{sum(used.values()) / calls * 1000:>11.2f} {used.get('persona workers', 0.0) / calls * 1000:>7.2f} "
+              f"{r['peak_rss_mb']:>19.0f} {r['histories']['sessions']:>8} {r['turns']['median']:>13} "
+              f"{r['histories']['median']:>14,}")
+    for n, label, r, _, used in rows:
+        parts = ", ".join(f"{role} {sec / r['totals']['llm_calls'] * 1000:.2f}" for role, sec in sorted(used.items()))
+        print(f"  CPU ms per LLM call, {n} personas {label}: {parts}")
+    for label in dict.fromkeys(label for _, label, *_ in rows):
+        mine = [(n, r) for n, lab, r, _, _ in rows if lab == label]
+        if len(mine) >= 2:
+            (n0, r0), (n1, r1) = mine[0], mine[-1]
+            print(f"{label or 'driver'} peak RSS {n1} vs {n0} personas: {r1['peak_rss_mb'] / r0['peak_rss_mb']:.2f}x "
+                  f"for {n1 / n0:.1f}x the personas")
 
 
 def main() -> None:
@@ -162,7 +248,10 @@ def main() -> None:
     parser.add_argument("--actors", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=24)
     parser.add_argument("--pool", type=int, default=200)
-    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--latency-ms", default="200", help="realmem: comma-separated, one endpoint each")
+    parser.add_argument("--compare", default=None,
+                        help="realmem: a checkout of other code (e.g. `git worktree add /tmp/before HEAD`) run "
+                        "before this one at each size, side by side")
     parser.add_argument("--tiny-cache", default="~/.cache/mnemoray/tiny")
     parser.add_argument("--modes", default="stream", help="comma-separated: stream (one pipeline, one fleet), stages")
     parser.add_argument("--quick", action="store_true", help="50 and 100 personas, 20k-token histories")
@@ -188,7 +277,7 @@ def main() -> None:
     if args.quick:
         args.target_tokens = 20_000
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, fault_endpoint(args.latency_ms, "--vary-strings") as base:
+    with tempfile.TemporaryDirectory() as tmp, fault_endpoint(float(args.latency_ms), "--vary-strings") as base:
         llm = Path(tmp) / "llm.yaml"
         llm.write_text(f"engine: openai\nmodel: fault-model\nbase_url: {base}/v1\nmax_in_flight: {args.max_in_flight}\n"
                        "timeout_s: 60\nmax_retries: 3\nstructured_retries: 1\n")
