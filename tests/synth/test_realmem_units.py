@@ -334,3 +334,15 @@ def test_the_report_warns_of_short_histories_and_missing_query_turns():
     assert "plan.phases" in short and "eval retrieval" in no_queries
     stats = {"histories": {"count": 3, "reached_target": 3, "target_tokens": 4000}, "sessions": {"queries": 5}}
     assert notes(stats) == []
+
+
+def test_the_report_lists_invalid_persona_records_with_file_record_field_and_reason(tmp_path):
+    from mnemoray.loaders.errors import DatasetError
+    from mnemoray.synth.realmem.report import write_report
+
+    cfg = small_cfg(out=str(tmp_path))
+    bad = DatasetError(tmp_path / "people.jsonl", "line 2", "name", "missing or empty")
+    stats = write_report(cfg, 0, [bad.to_dict()])
+    assert stats["personas"]["invalid"] == 1
+    report = (tmp_path / "report.md").read_text()
+    assert f"- {tmp_path / 'people.jsonl'}: record line 2: field 'name': missing or empty" in report
