@@ -5,6 +5,9 @@ rate limit, in-flight calls). The `RewardPool` cuts a step's items into batches,
 every actor busy, and resends a batch whose actor died (the actor restarts:
 `max_restarts=-1`); after `max_resubmits` deaths the batch's items are scored as failed
 rather than stopping training. Items are keyed by id, so a resent batch never counts twice.
+An actor whose batch failed gets no new batch until it is back: a batch sent to a restarting
+actor fails at once (ActorUnavailableError) without running, which used up its resubmits
+(as deaths) while the actor was still starting.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ class RewardActor:
 
         return os.getpid()
 
+    @ray.method(max_task_retries=-1)
+    def ready(self) -> bool:
+        """Answers once the actor is up: Ray retries this call through a restart."""
+        return True
+
 
 @dataclass
 class PoolStats:
@@ -66,6 +74,7 @@ class RewardPool:
         self.actors, self.batch_size, self.max_resubmits = list(actors), batch_size, max_resubmits
         self.group = group  # the placement group the actors live in, released by close()
         self.stats = PoolStats()
+        self._restarting: set[int] = set()  # actor slots whose last batch failed: wait for them first
 
     @classmethod
     def from_config(cls, cfg: RewardPoolConfig) -> RewardPool:
@@ -91,6 +100,9 @@ class RewardPool:
             # actor's death is charged to the batch that caused it, not to one queued behind it
             while todo and 0 in busy:
                 slot = busy.index(0)
+                if slot in self._restarting:
+                    ray.get(self.actors[slot].ready.remote())  # back after its restart
+                    self._restarting.discard(slot)
                 b = todo.pop(0)
                 running[self.actors[slot].score.remote(batches[b])] = (b, slot)
                 busy[slot] += 1
@@ -100,6 +112,7 @@ class RewardPool:
             try:
                 scored = ray.get(ref)
             except RayActorError as err:
+                self._restarting.add(slot)
                 deaths[b] += 1
                 if deaths[b] <= self.max_resubmits:
                     self.stats.resubmits += 1
