@@ -143,3 +143,64 @@ class LocalCluster:
 
 def new_cluster(num_cpus: int = 1) -> LocalCluster:
     return LocalCluster(Path(tempfile.mkdtemp(prefix="mnemoray-ray-", dir="/tmp")), num_cpus=num_cpus)
+
+
+# Ray's fake multi-node provider names the head (and numbers the nodes it adds) with these ids.
+FAKE_HEAD_ID = "f" * 51 + "00000"
+
+
+@dataclass
+class AutoscalingCluster(LocalCluster):
+    """A head without CPUs and Ray's autoscaler (v2) with its fake multi-node provider, which
+    starts worker nodes as local processes for pending CPU demand and removes them once idle.
+
+    Two settings make the provider work from the wheel: `type: external` naming its class
+    (`type: fake_multinode` reads the defaults file `fake_multi_node/example.yaml`, which the
+    wheel does not ship) and `gcs_address` (it otherwise joins port 6379, another Ray's). With
+    the v1 autoscaler each added node is "(launch failed)": v1 runs a node updater that sets
+    node tags, which this read-only provider refuses."""
+
+    max_nodes: int = 2
+    idle_timeout_minutes: float = 0.2
+
+    def config(self) -> dict:
+        return {
+            "cluster_name": "mnemoray-lane", "max_workers": self.max_nodes, "upscaling_speed": 1.0,
+            "idle_timeout_minutes": self.idle_timeout_minutes,
+            "provider": {"type": "external", "module": FAKE_PROVIDER, "gcs_address": self.address,
+                         "launch_multiple": True, "head_node_id": FAKE_HEAD_ID,
+                         "disable_node_updaters": True, "disable_launch_config_check": True},
+            "available_node_types": {
+                "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+                "cpu": {"resources": {"CPU": 1, "object_store_memory": OBJECT_STORE}, "node_config": {},
+                        "min_workers": 0, "max_workers": self.max_nodes}},
+            "head_node_type": "ray.head.default", "auth": {"ssh_user": "ray"}, "docker": {},
+            "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+            "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
+            "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+            "worker_start_ray_commands": []}
+
+    def start(self, node_env: dict[str, str] | None = None) -> None:
+        path = self.temp_dir / "autoscaling.json"
+        path.write_text(json.dumps(self.config()))
+        env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_enable_autoscaler_v2": "1",
+               "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_ID, "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_ID,
+               **(node_env or {})}
+        head = [RAY, "start", "--head", "--port", str(self.gcs_port), "--dashboard-host", "127.0.0.1",
+                "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port", str(free_port()),
+                "--temp-dir", str(self.temp_dir), "--num-cpus", "0", "--object-store-memory", str(OBJECT_STORE),
+                "--autoscaling-config", str(path), "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
+        self._run_start("head", head, env)
+
+    def node_states(self) -> dict[str, str]:
+        """node id -> ALIVE / DEAD, every node the cluster has had (the state API)."""
+        rows = self.get("/api/v0/nodes?detail=1")["data"]["result"]["result"]
+        return {n["node_id"]: n["state"] for n in rows}
+
+
+FAKE_PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
+OBJECT_STORE = 200 * 2**20
+
+
+def new_autoscaling_cluster(**settings) -> AutoscalingCluster:
+    return AutoscalingCluster(Path(tempfile.mkdtemp(prefix="mnemoray-ray-", dir="/tmp")), **settings)
