@@ -3,12 +3,14 @@ capped by the machine's cores; numbers and None pass through; the config accepts
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mnemoray.config import load_config
 from mnemoray.config.base import ConfigError
 from mnemoray.config.grpo import GRPOConfig
-from mnemoray.rl.threads import phase_threads
+from mnemoray.rl.threads import machine_cores, phase_threads
 from repo_paths import REPO
 
 
@@ -27,6 +29,7 @@ def test_auto_shares_the_cpus_between_the_actors_of_a_phase(job_cpus, actors, co
 def test_numbers_and_none_are_kept_as_given():
     assert phase_threads(3, 2, 2, 2) == 3
     assert phase_threads(None, 2, 2, 2) is None
+    assert 1 <= machine_cores() <= (os.cpu_count() or 1)
     with pytest.raises(ValueError, match="'many'"):
         phase_threads("many", 2, 1, 2)  # type: ignore[arg-type]
 

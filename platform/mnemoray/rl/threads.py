@@ -9,6 +9,7 @@ the machine it runs on) divided by the actors that run that phase at the same ti
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 Threads = int | Literal["auto"] | None  # a count, "auto" (the phase's share of the CPUs) or None (torch default)
@@ -28,6 +29,12 @@ def phase_threads(setting: Threads, job_cpus: float, actors: int, machine_cores:
     return max(1, cpus // max(1, actors))
 
 
+def machine_cores() -> int | None:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count()
+
+
 def set_torch_threads(threads: int | None) -> None:
     """Apply a thread count in this process (intra-op threads; None keeps torch's default)."""
     if threads:
@@ -36,4 +43,4 @@ def set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-__all__ = ["Threads", "phase_threads", "set_torch_threads"]
+__all__ = ["Threads", "machine_cores", "phase_threads", "set_torch_threads"]

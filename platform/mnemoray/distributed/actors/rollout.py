@@ -12,7 +12,7 @@ from mnemoray.distributed.placement import Strategy, bundle, bundle_nodes, curre
 from mnemoray.rl.rollout import PromptInput, SamplingSettings
 from mnemoray.rl.rollout_registry import build_sampler
 from mnemoray.rl.sequences import Rollout
-from mnemoray.rl.threads import Threads, phase_threads, set_torch_threads
+from mnemoray.rl.threads import Threads, machine_cores, phase_threads, set_torch_threads
 from mnemoray.rl.weights import PackedWeights, pack_weights, unpack_weights
 
 
@@ -29,7 +29,7 @@ class RolloutActor:
         import os
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        self.threads = phase_threads(torch_threads, cpus, peers, len(os.sched_getaffinity(0)))
+        self.threads = phase_threads(torch_threads, cpus, peers, machine_cores())
         set_torch_threads(self.threads)
         self.sampler = build_sampler(engine, model_path, device=device, dtype=dtype)
 

@@ -198,10 +198,10 @@ def policy_threads(setting: Any) -> int | None:
     import ray.train
 
     from mnemoray.distributed.placement import node_cpus
-    from mnemoray.rl.threads import phase_threads, set_torch_threads
+    from mnemoray.rl.threads import machine_cores, phase_threads, set_torch_threads
 
     threads = phase_threads(setting, node_cpus(current_node()), ray.train.get_context().get_local_world_size(),
-                            len(os.sched_getaffinity(0)))
+                            machine_cores())
     set_torch_threads(threads)
     return threads
 
