@@ -32,7 +32,7 @@ class MemorySource:
     def factory(self, history_id: str) -> Callable[[], MemoryFramework]:
         """A fresh memory for one history (the bank's items of that history, if a bank is used)."""
         if self.service is not None:
-            return self._service_memory
+            return lambda: self._service_memory(history_id)
         if self.memory_bank:
             from mnemoray.memory.bank import BankMemory, read_bank
 
@@ -41,10 +41,11 @@ class MemorySource:
         return lambda: build_memory(self.config, embedder=self.embedder)
 
 
-    def _service_memory(self) -> MemoryFramework:
+    def _service_memory(self, history_id: str) -> MemoryFramework:
         from mnemoray.service.remote import ServiceMemory
 
         memory = ServiceMemory.fresh(self.service["url"], self.service["admin_key"], self.config.name)
+        memory.history_id = history_id  # named in its errors
         self._tenants.append(memory.tenant)
         return memory
 

@@ -97,6 +97,7 @@ class ServiceMemory(MemoryFramework):
         self.pending_timeout_s = default_pending_timeout() if pending_timeout_s is None else pending_timeout_s
         self.poll_interval_s = poll_interval_s
         self._turns: dict[str, str] = {}  # service turn id -> the dataset's turn id
+        self.history_id: str | None = None  # the evaluated history this tenant holds, for errors
 
     @classmethod
     def fresh(cls, url: str, admin_key: str, framework: str | None = None, prefix: str = "eval",
@@ -128,7 +129,8 @@ class ServiceMemory(MemoryFramework):
             return out
         why = ("the service gave up on it" if out["status"] == "failed"
                else f"still pending after {self.pending_timeout_s:g} s (${PENDING_TIMEOUT_ENV})")
-        raise RuntimeError(f"memory service tenant {self.tenant!r}, session {session_id!r}: {why} "
+        history = f"history {self.history_id!r}, " if self.history_id else ""
+        raise RuntimeError(f"{history}memory service tenant {self.tenant!r}, session {session_id!r}: {why} "
                            f"after {out.get('attempts')} attempt(s); last error: {out.get('error')}")
 
     def _item(self, row: dict[str, Any]) -> MemoryItem:

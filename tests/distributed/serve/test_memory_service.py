@@ -401,9 +401,11 @@ def test_a_session_still_pending_past_the_bound_fails_naming_tenant_and_session(
 
     url, _ = faulty_service
     memory = ServiceMemory.fresh(url, ADMIN, "dualmem", pending_timeout_s=0)
+    memory.history_id = "conv-7"  # as MemorySource sets it for the history it evaluates
     with pytest.raises(RuntimeError) as err:
         for session in _sessions("t", 30):  # 20 % of model calls fail: one comes back pending soon
             memory.ingest(session)
     message = str(err.value)
     assert repr(memory.tenant) in message and "session 't" in message and "still pending after 0 s" in message
+    assert message.startswith("history 'conv-7', ")
     assert "MNEMORAY_SERVICE_PENDING_TIMEOUT_S" in message and "last error: None" not in message
