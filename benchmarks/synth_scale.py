@@ -17,7 +17,8 @@ pass the LLM-judged checks, which keeps every stage loaded.
 generated persona records with goals from RealMem's topics file): personas per minute,
 average in-flight / the fleet's maximum although every persona is sequential, driver peak RSS.
 
-    python benchmarks/synth_scale.py --kind realmem [--personas 50,200] [--latency-ms 100]
+    python benchmarks/synth_scale.py --kind realmem [--personas 50,200] [--latency-ms 100,200] [--compare DIR]
+    python benchmarks/synth_scale.py --kind realmem --encode-chunks   # a worker's encode cost by chunk size
     # one 256k-token history: more projects, phases and turns so the plan has enough sessions
     python benchmarks/synth_scale.py --kind realmem --personas 1 --projects 10 --phases 10 --min-turns 24 \
         --max-turns 24 --latency-ms 10
@@ -231,6 +232,38 @@ def realmem_runs(args: argparse.Namespace, sizes: list[int], codes: list[tuple[s
                   f"for {n1 / n0:.1f}x the personas")
 
 
+def encode_chunks() -> None:
+    """The persona worker's encode cost per text by chunk size (`ray.encode_batch`), in this process:
+    texts like the instant endpoint's (up to 80 characters of made-up words; half of them dated
+    like memory points), batches of 8 / 32 / 96 texts, rounds interleaved, 1 torch thread."""
+    import random
+
+    import torch
+
+    from mnemoray.index.embedder import Embedder
+    from mnemoray.llm.schema_instance import instance_for
+
+    torch.set_num_threads(1)
+    model = Embedder(store=None).model
+    schema = {"type": "string", "minLength": 1, "maxLength": 80}
+    texts = [("[2025-02-05] " if i % 2 else "") + instance_for(schema, salt=str(i)) for i in range(192)]
+    rng = random.Random(0)
+    used: dict[tuple[int, int], float] = {}
+    count: dict[tuple[int, int], int] = {}
+    for _ in range(3):
+        for size in (8, 32, 96):
+            batches = [rng.sample(texts, size) for _ in range(max(2, 192 // size))]
+            for chunk in (4, 8, 16, 64):
+                began = time.process_time()
+                for batch in batches:
+                    model.encode(batch, batch_size=chunk, normalize_embeddings=True)
+                used[size, chunk] = used.get((size, chunk), 0.0) + time.process_time() - began
+                count[size, chunk] = count.get((size, chunk), 0) + len(batches) * size
+    print(f"{'batch':>6} " + " ".join(f"{'chunk ' + str(c):>9}" for c in (4, 8, 16, 64)) + "   (CPU ms per text)")
+    for size in (8, 32, 96):
+        print(f"{size:>6} " + " ".join(f"{used[size, c] / count[size, c] * 1000:>9.2f}" for c in (4, 8, 16, 64)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kind", choices=["rolememo", "realmem"], default="rolememo")
@@ -259,7 +292,12 @@ def main() -> None:
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--llm", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--encode-chunks", action="store_true",
+                        help="realmem: only the persona worker's encode cost per text by chunk size (ray.encode_batch)")
     args = parser.parse_args()
+    if args.encode_chunks:
+        encode_chunks()
+        return
     if args.kind == "realmem":
         args.personas = args.personas or "50,200"
         if args.one is not None:
