@@ -257,10 +257,10 @@ def main() -> int:
                         help="mnemoray DeepSpeed ZeRO stages for the tiny model (grpo_local.yaml: 2)")
     parser.add_argument("--zero-100m", nargs="+", type=int, default=[2], choices=(0, 1, 2),
                         help="ZeRO stages for the 100M model")
-    parser.add_argument("--threads", nargs="+", default=["auto"],
+    parser.add_argument("--threads", nargs="+", default=["1"],
                         help="mnemoray torch threads per policy worker and rollout engine (ray.torch_threads, "
-                             "rollout.threads): auto = the node's CPUs / the actors of a phase; 1 = the old fixed "
-                             "setting; e.g. --threads 1 auto runs both")
+                             "rollout.threads): 1 = the configs' default; auto = the node's CPUs / the actors of a "
+                             "phase; e.g. --threads 1 auto runs both")
     parser.add_argument("--steps-tiny", type=int, default=8)
     parser.add_argument("--steps-100m", type=int, default=3)
     parser.add_argument("--skip", type=int, default=None,

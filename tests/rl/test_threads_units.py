@@ -1,5 +1,6 @@
 """Torch threads per GRPO role: "auto" splits a node's CPUs between the actors of one phase,
-capped by the machine's cores; numbers and None pass through; the config accepts only these."""
+capped by the machine's cores; numbers and None pass through; the config accepts only these
+(default 1)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,11 @@ def test_numbers_and_none_are_kept_as_given():
         phase_threads("many", 2, 1, 2)  # type: ignore[arg-type]
 
 
-def test_config_defaults_to_auto_and_names_a_bad_value():
+def test_config_takes_auto_numbers_or_null_and_names_a_bad_value():
     cfg = load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml", [])
-    assert cfg.ray.torch_threads == "auto" and cfg.rollout.threads == "auto"
-    assert load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml",
-                       ["rollout.threads=1", "ray.torch_threads=null"]).rollout.threads == 1
+    assert cfg.ray.torch_threads == 1 and cfg.rollout.threads == 1
+    cfg = load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml",
+                      ["rollout.threads=auto", "ray.torch_threads=null"])
+    assert cfg.rollout.threads == "auto" and cfg.ray.torch_threads is None
     with pytest.raises(ConfigError, match="threads"):
         load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml", ["rollout.threads=0"])

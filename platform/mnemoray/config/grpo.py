@@ -68,8 +68,8 @@ class RolloutConfig(StrictModel):
     top_p: float = Field(1.0, gt=0, le=1)
     placement: Strategy = Field("PACK", description="placement group strategy of the rollout engines")
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
-        "auto", description="torch threads per engine; auto = its node's CPUs / the engines there (the "
-        "policy workers wait while the engines sample); None = torch's default")
+        1, description="torch threads per engine; auto = its node's CPUs / the engines there (faster with "
+        "one policy worker; with several, the ranks waiting in the broadcast keep the cores busy); None = torch's")
 
 
 class AttributionConfig(StrictModel):
@@ -110,7 +110,7 @@ class GRPOSchedule(StrictModel):
 class GRPORay(SFTRay):
     placement: Strategy = Field("PACK", description="placement strategy of the policy workers (Ray Train)")
     torch_threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(  # type: ignore[assignment]
-        "auto", description="torch threads per policy worker; auto = its node's CPUs / the workers there (the "
+        1, description="torch threads per policy worker; auto = its node's CPUs / the workers there (the "
         "engines wait while the workers score and update); None = torch's default")
 
 
