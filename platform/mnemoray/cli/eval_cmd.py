@@ -13,6 +13,9 @@ from mnemoray.memory.registry import FRAMEWORKS
 
 _MEMORY_HELP = (f"{FRAMEWORKS.help(built_by_llm=False)}, or with --memory-bank an LLM-built one: "
                 f"{FRAMEWORKS.help(built_by_llm=True)}")
+_SERVICE_OPTION = typer.Option(
+    None, help="URL of a running `mnemoray serve memory`: memories live there, one fresh tenant per history "
+    "(admin key from $MNEMORAY_ADMIN_KEY)")
 
 app = typer.Typer(help="Evaluate memory frameworks.", no_args_is_help=True)
 
@@ -123,10 +126,7 @@ def qa(
     config: Path = typer.Option(None, help="YAML config; options given here override it"),
     address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
-    service: str = typer.Option(
-        None, help="URL of a running `mnemoray serve memory`: memories live there, one fresh tenant per history "
-        "(admin key from $MNEMORAY_ADMIN_KEY)"
-    ),
+    service: str = _SERVICE_OPTION,
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. ray.workers=1"),
 ) -> None:
     """Answer questions from retrieved memory with an LLM; judge (lenient + strict), F1, BLEU-1."""
@@ -183,6 +183,7 @@ def rolememo(
     config: Path = typer.Option(None, help="YAML config (e.g. configs/eval/rolememo_local.yaml); flags override it"),
     address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
+    service: str = _SERVICE_OPTION,
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. ray.workers=1"),
 ) -> None:
     """RoleMemo Recall@k Fact / Insight: max cosine of each gold fragment / insight to the top-k memory."""
@@ -192,7 +193,7 @@ def rolememo(
     extra = flag_overrides({
         "data": data, "memory.name": memory, "memory_bank": memory_bank, "k": k, "fact_threshold": fact_threshold,
         "insight_threshold": insight_threshold, "limit": limit, "max_queries": max_queries, "out": out,
-        "ray.address": address, "skip_invalid": skip_invalid,
+        "ray.address": address, "skip_invalid": skip_invalid, "service": service,
     }) + list(overrides or [])
     cfg = load_config(RoleMemoRecallConfig, config, extra)
     _print_judged(run_rolememo_eval(cfg), cfg.out)
@@ -214,6 +215,7 @@ def roleplay(
     config: Path = typer.Option(None, help="YAML config (e.g. configs/eval/roleplay_local.yaml); flags override it"),
     address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
+    service: str = _SERVICE_OPTION,
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. judge_seed=7"),
 ) -> None:
     """Role-play quality: in-character replies from memory, judged 0-5 on 4 dimensions, runs averaged."""
@@ -223,7 +225,7 @@ def roleplay(
     extra = flag_overrides({
         "data": data, "memory.name": memory, "memory_bank": memory_bank, "responder": responder, "judge": judge,
         "judge_runs": judge_runs, "k": k, "limit": limit, "max_queries": max_queries, "out": out,
-        "ray.address": address, "skip_invalid": skip_invalid,
+        "ray.address": address, "skip_invalid": skip_invalid, "service": service,
     }) + list(overrides or [])
     cfg = load_config(RolePlayEvalConfig, config, extra)
     _print_judged(run_roleplay_eval(cfg), cfg.out)
@@ -245,6 +247,7 @@ def realmem_judge(
     config: Path = typer.Option(None, help="YAML config (e.g. configs/eval/realmem_judge_local.yaml)"),
     address: str = typer.Option(None, help="Ray cluster address (default: start local Ray)"),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="process valid records and list invalid ones"),
+    service: str = _SERVICE_OPTION,
     overrides: list[str] = typer.Argument(None, help="key=value config overrides, e.g. ray.workers=1"),
 ) -> None:
     """RealMem LLM metrics: QA score 0-3, memory recall, memory helpfulness 0-2 (+ evidence recall)."""
@@ -254,7 +257,7 @@ def realmem_judge(
     extra = flag_overrides({
         "data": data, "memory.name": memory, "memory_bank": memory_bank, "answerer": answerer, "judge": judge,
         "judge_runs": judge_runs, "k": k, "limit": limit, "max_queries": max_queries, "out": out,
-        "ray.address": address, "skip_invalid": skip_invalid,
+        "ray.address": address, "skip_invalid": skip_invalid, "service": service,
     }) + list(overrides or [])
     cfg = load_config(RealMemJudgeConfig, config, extra)
     _print_judged(run_realmem_judge(cfg), cfg.out)

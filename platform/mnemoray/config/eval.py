@@ -95,6 +95,7 @@ class MemoryEvalBase(StrictModel):
     max_queries: int | None = Field(None, ge=1, description="only the first N queries per history")
     skip_invalid: bool = False
     torch_threads: int | None = Field(1, ge=1, description="torch threads per worker")
+    service: ServiceURL = None
     ray: RayConfig = Field(default_factory=RayConfig)
 
 
@@ -110,7 +111,6 @@ class QAEvalConfig(MemoryEvalBase):
     memory_chars: int = Field(6000, ge=100)
     answer_tokens: int = Field(128, ge=8)
     judge_tokens: int = Field(256, ge=8)
-    service: ServiceURL = None
     out: Path = Path("runs/qa")
 
 

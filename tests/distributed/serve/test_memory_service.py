@@ -281,6 +281,30 @@ def test_eval_qa_cli_through_the_service_answers_from_the_same_memories_as_in_pr
     assert remote == local and remote_metrics == local_metrics
 
 
+def test_eval_rolememo_cli_through_the_service_reports_the_in_process_recall(service, rolememo_data, tmp_path,
+                                                                             monkeypatch):
+    """`mnemoray eval rolememo --service URL` (the judged evaluations share the flag): the same
+    retrieved items, fact / insight hits and metrics as the in-process run (rag-hybrid)."""
+    from typer.testing import CliRunner
+
+    from mnemoray.cli.main import app
+
+    monkeypatch.setenv("MNEMORAY_ADMIN_KEY", ADMIN)
+    runs = {}
+    for name, extra in (("local", []), ("service", ["--service", service])):
+        result = CliRunner().invoke(app, ["eval", "rolememo", "--data", str(rolememo_data), "--memory", "rag-hybrid",
+                                          *extra, "--out", str(tmp_path / name), "ray.workers=1",
+                                          "ray.cpus_per_worker=0.5"])
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        metrics.pop("config", None)
+        rows = [json.loads(line) for line in (tmp_path / name / "per_query.jsonl").read_text().splitlines()]
+        runs[name] = (metrics, rows)
+    (local_metrics, local), (remote_metrics, remote) = runs["local"], runs["service"]
+    assert len(local) == 3 and any(r["retrieved"] for r in local)
+    assert remote == local and remote_metrics == local_metrics
+
+
 def test_eval_through_a_service_refuses_a_wrong_admin_key_or_no_service(service, tmp_path, monkeypatch, data_root):
     from typer.testing import CliRunner
 
