@@ -64,10 +64,30 @@ def service(ray_local, tmp_path_factory):
         "store": {"num_cpus": 0.25},
         "model": {"deployment": {"num_cpus": 0.25}},
     })
-    url = run_memory_app(cfg)
+    url, started_serve = run_memory_app(cfg)
+    assert started_serve
     yield url
     serve.shutdown()
     fault.stop()
+
+
+def test_a_second_app_joins_the_running_serve_under_its_name_and_leaves_it_alone(service, tmp_path):
+    """As the pipeline's serve stage on a cluster that already serves apps: the running instance's
+    port and a `/<name>` prefix; stopping it deletes that app only."""
+    from mnemoray.config.service import MemoryServiceConfig
+    from mnemoray.distributed.serve.memory_app import run_memory_app, stop_memory_app
+
+    (tmp_path / "admin.key").write_text(ADMIN)
+    cfg = MemoryServiceConfig.model_validate({"data_dir": str(tmp_path / "data"), "port": free_port(),
+                                              "admin_key_file": str(tmp_path / "admin.key")})
+    url, started_serve = run_memory_app(cfg, name="second")
+    assert not started_serve and url == f"{service}/second"
+    key = new_tenant(url, "second-tenant")
+    assert MemoryClient(url, key).add(DOG, session_id="s1")["status"] == "done"
+    assert MemoryClient(url, key).search("dog", 1)
+    stop_memory_app("second", started_serve)
+    assert call("GET", f"{url}/healthz")[0] == 404
+    assert call("GET", f"{service}/healthz")[0] == 200  # the first app kept serving
 
 
 def new_tenant(url: str, name: str, framework: str | None = None) -> str:

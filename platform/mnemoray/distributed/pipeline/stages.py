@@ -250,10 +250,9 @@ def _sha256(path: Path) -> str:
 def run_serve(cfg: MemoryServiceConfig, port: int | None, ctx: StageContext) -> StageResult:
     """Deploy the exported model as the service's memory model and check that it answers;
     the service stays up (ctx.stack closes it) for the stages that evaluate through it."""
-    from ray import serve
 
     from mnemoray.client import MemoryClient
-    from mnemoray.distributed.serve.memory_app import run_memory_app
+    from mnemoray.distributed.serve.memory_app import run_memory_app, stop_memory_app
     from mnemoray.ports import free_port
     from mnemoray.service.remote import create_tenant
 
@@ -265,8 +264,8 @@ def run_serve(cfg: MemoryServiceConfig, port: int | None, ctx: StageContext) -> 
     cfg = cfg.model_copy(update={"port": port or free_port(),
                                  "llm_overrides": [*cfg.llm_overrides, f"model={model}", "tiny=null"]})
     start = time.perf_counter()
-    url = run_memory_app(cfg, name="pipeline-memory")
-    ctx.stack.callback(serve.shutdown)
+    url, started_serve = run_memory_app(cfg, name="pipeline-memory")
+    ctx.stack.callback(stop_memory_app, "pipeline-memory", started_serve)
     deploy_s = time.perf_counter() - start
     admin_key = key_file.read_text().strip()
     client = MemoryClient(url, create_tenant(url, admin_key, TENANT_CHECK))

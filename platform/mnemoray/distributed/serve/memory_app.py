@@ -657,12 +657,40 @@ def app_builder(args: dict[str, Any]) -> Any:
     return build_memory_app(check_args(args))
 
 
-def run_memory_app(cfg: MemoryServiceConfig, name: str = "memory") -> str:
-    """Start HTTP on the config's host:port, deploy, return the base URL (non-blocking)."""
-    serve.start(http_options={"host": cfg.host, "port": cfg.port},
-                logging_config={"enable_access_log": cfg.access_log})
-    serve.run(build_memory_app(cfg), name=name, route_prefix="/")
-    return f"http://{cfg.host}:{cfg.port}"
+def running_serve_http() -> tuple[str, int] | None:
+    """(host, port) of the Serve instance already running on this cluster, None if there is none:
+    a running instance keeps its own HTTP settings, whatever a later `serve.start` asks for."""
+    from ray.serve.context import _get_global_client  # Ray 2.60 has no public accessor of these settings
+    from ray.serve.schema import ServeInstanceDetails
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    http = ServeInstanceDetails(**client.get_serve_details()).http_options
+    return ("127.0.0.1" if http.host in ("0.0.0.0", "::") else http.host), http.port
+
+
+def run_memory_app(cfg: MemoryServiceConfig, name: str = "memory") -> tuple[str, bool]:
+    """Deploy (non-blocking); return the base URL and whether Serve was started here. On a
+    cluster whose Serve already runs other apps (e.g. a job submitted next to a RayService) the
+    app joins it under `/<name>` on that instance's port, and its owner deletes only this app."""
+    running = running_serve_http()
+    if running is None:
+        serve.start(http_options={"host": cfg.host, "port": cfg.port},
+                    logging_config={"enable_access_log": cfg.access_log})
+        serve.run(build_memory_app(cfg), name=name, route_prefix="/")
+        return f"http://{cfg.host}:{cfg.port}", True
+    host, port = running
+    serve.run(build_memory_app(cfg), name=name, route_prefix=f"/{name}")
+    return f"http://{host}:{port}/{name}", False
+
+
+def stop_memory_app(name: str, started_serve: bool) -> None:
+    """Undo `run_memory_app`: shut Serve down if it was started for this app, else delete the app alone."""
+    if started_serve:
+        serve.shutdown()
+    else:
+        serve.delete(name)
 
 
 def serve_memory_until_stopped(cfg: MemoryServiceConfig, address: str | None, ready: Callable[[str], None]) -> None:
@@ -675,12 +703,14 @@ def serve_memory_until_stopped(cfg: MemoryServiceConfig, address: str | None, re
     ray.init(address=address, ignore_reinit_error=True, runtime_env=worker_runtime_env())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())  # after ray.init: see llm_app.serve_until_stopped
+    started_serve = True
     try:
-        ready(run_memory_app(cfg))
+        url, started_serve = run_memory_app(cfg)
+        ready(url)
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:
         pass
     finally:
-        serve.shutdown()
+        stop_memory_app("memory", started_serve)
         ray.shutdown()
