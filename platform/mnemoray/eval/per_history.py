@@ -18,6 +18,7 @@ from mnemoray.config.memory import MemoryConfig
 from mnemoray.memory.source import MemorySource
 from mnemoray.records import EvalSample
 from mnemoray.registry import Registry
+from mnemoray.torch_threads import set_torch_threads
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,7 @@ class HistoryEvaluator:
     def __init__(self, kind: str, memory: dict[str, Any], memory_bank: str | None, settings: dict[str, Any],
                  engines: dict[str, dict[str, Any]] | None = None, similarity: dict[str, Any] | None = None,
                  torch_threads: int | None = None, service: dict[str, str] | None = None):
-        if torch_threads:
-            import torch
-
-            torch.set_num_threads(torch_threads)
+        set_torch_threads(torch_threads)
         from mnemoray.registry import load_target
 
         spec = EVALUATIONS.spec(kind)

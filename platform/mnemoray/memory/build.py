@@ -15,6 +15,7 @@ from mnemoray.memory.bank import bank_rows
 from mnemoray.memory.registry import build_memory, llm_frameworks
 from mnemoray.memory.trajectory import TrajectoryLog
 from mnemoray.records import History
+from mnemoray.torch_threads import set_torch_threads
 
 
 def build_history(history: History, config: MemoryConfig, engine: Any, embedder: Any = None,
@@ -42,10 +43,7 @@ class HistoryBuilder:
 
     def __init__(self, memory: dict[str, Any], engine: dict[str, Any], max_sessions: int | None,
                  torch_threads: int | None):
-        if torch_threads:
-            import torch
-
-            torch.set_num_threads(torch_threads)
+        set_torch_threads(torch_threads)
         from mnemoray.config.llm import EngineConfig
         from mnemoray.index.embedder import Embedder
         from mnemoray.llm.registry import build_engine

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from typing import Literal
 
+from mnemoray.torch_threads import set_torch_threads
+
 Threads = int | Literal["auto"] | None  # a count, "auto" (the phase's share of the CPUs) or None (torch default)
 
 
@@ -36,14 +38,6 @@ def machine_cores() -> int | None:
     """The cores this process may run on (its CPU affinity where the OS has one)."""
     affinity = getattr(os, "sched_getaffinity", None)
     return len(affinity(0)) if affinity else os.cpu_count()
-
-
-def set_torch_threads(threads: int | None) -> None:
-    """Apply a thread count in this process (intra-op threads; None keeps torch's default)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 __all__ = ["Threads", "machine_cores", "phase_threads", "set_torch_threads"]

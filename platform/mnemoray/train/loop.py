@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mnemoray.config.train import SFTConfig
+from mnemoray.torch_threads import set_torch_threads
 from mnemoray.train.ds_config import deepspeed_config, lr_factor
 
 STATE_KEY = "mnemoray_sft"
@@ -82,8 +83,7 @@ def _setup_torch(cfg: SFTConfig) -> None:
     os.environ.setdefault("DS_ACCELERATOR", cfg.ray.accelerator)
     import torch
 
-    if cfg.ray.torch_threads:
-        torch.set_num_threads(cfg.ray.torch_threads)
+    set_torch_threads(cfg.ray.torch_threads)
     torch.manual_seed(cfg.schedule.seed)
 
 
