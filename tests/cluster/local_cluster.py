@@ -7,6 +7,7 @@ the job's task placement from the state API) is here too, shared by the lane's m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -87,17 +88,13 @@ class LocalCluster:
         """Kill the process groups of the nodes started here, worker first, then any Ray worker
         that left its group (found by this cluster's own temp dir in its command line)."""
         for group in reversed(self.groups):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # the group already ended
                 os.killpg(group, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.groups.clear()
         for proc in Path("/proc").iterdir():
-            try:
+            with contextlib.suppress(OSError):  # the process ended while we looked (ProcessLookupError too)
                 if proc.name.isdigit() and str(self.temp_dir).encode() in (proc / "cmdline").read_bytes():
                     os.kill(int(proc.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                pass
 
 
     def ray_cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess:

@@ -24,14 +24,8 @@ pytestmark = [pytest.mark.cluster_lane, pytest.mark.integration]
 POLLS = 600  # state-API reads while waiting for the scale-down, each paced by a `ray status` process
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _opt_in(request):
-    if "cluster_lane" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("cluster lane: run with -m cluster_lane (scripts/test_cluster_lane.sh)")
-
-
 @pytest.fixture(scope="module")
-def cluster(_opt_in):
+def cluster(cluster_lane_opt_in):  # skipped before a cluster starts
     cluster = new_autoscaling_cluster(max_nodes=2, idle_timeout_minutes=0.2)
     try:
         cluster.start()

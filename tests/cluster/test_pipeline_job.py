@@ -20,14 +20,8 @@ pytestmark = [pytest.mark.cluster_lane, pytest.mark.integration]
 STAGES = ["synth", "memory", "sft", "grpo", "export", "serve", "eval_service", "baselines"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _opt_in(request):
-    if "cluster_lane" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("cluster lane: run with -m cluster_lane (scripts/test_cluster_lane.sh)")
-
-
 @pytest.fixture(scope="module")
-def cluster(_opt_in):
+def cluster(cluster_lane_opt_in):  # skipped before a cluster starts
     cluster = new_cluster(num_cpus=2)
     try:
         # the nodes hold the shared data (a submitted job imports the package from Ray's copy)

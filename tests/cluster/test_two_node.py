@@ -31,14 +31,8 @@ pytestmark = [pytest.mark.cluster_lane, pytest.mark.integration]
 ADMIN = "cluster-lane-admin-key-0123456789"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _opt_in(request):
-    if "cluster_lane" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("cluster lane: run with -m cluster_lane (scripts/test_cluster_lane.sh)")
-
-
 @pytest.fixture(scope="module")
-def cluster(_opt_in):
+def cluster(cluster_lane_opt_in):  # skipped before a cluster starts
     cluster = new_cluster()
     try:
         # the pool waits for its min_workers actors before handing out histories (Ray Data's

@@ -4,6 +4,7 @@ acknowledged write is there exactly once; SIGTERM then stops it with exit 0."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,10 +51,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the CLI and every process it started (Ray's included), all at once."""
     tree = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
     for pid in tree:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already gone
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait(timeout=60)
     psutil.wait_procs([p for p in (psutil.Process(pid) for pid in tree[1:] if psutil.pid_exists(pid))], timeout=60)
 

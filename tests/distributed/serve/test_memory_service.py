@@ -10,6 +10,7 @@ import json
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 import pytest
@@ -244,26 +245,33 @@ def test_an_llm_built_tenant_writes_through_the_batched_memory_model(service):
     assert MemoryClient(service, key).get_all()
 
 
-def test_eval_retrieval_cli_through_the_service_reports_the_in_process_figures(service, data_root, tmp_path,
-                                                                                monkeypatch):
-    """`mnemoray eval retrieval --service URL` (Ray Data workers, one fresh tenant per history)
-    writes the same per-query rows and metrics as the in-process run (rag-hybrid)."""
+def eval_in_process_and_through(service: str, args: list[str], out: Path) -> dict[str, tuple[dict, list[dict]]]:
+    """Run `mnemoray <args>` in process and with `--service`: {"local"|"service": (metrics
+    without the config, per-query rows)}, both runs on one Ray Data worker."""
     from typer.testing import CliRunner
 
     from mnemoray.cli.main import app
 
-    monkeypatch.setenv("MNEMORAY_ADMIN_KEY", ADMIN)
-    base = ["eval", "retrieval", "--dataset", "locomo", "--data", str(data_root / "locomo" / "locomo10_sample.json"),
-            "--memory", "rag-hybrid", "--k", "1,5,10", "--limit", "1"]
-    tail = ["ray.workers=1", "ray.cpus_per_worker=0.5"]
     runs = {}
     for name, extra in (("local", []), ("service", ["--service", service])):
-        result = CliRunner().invoke(app, [*base, *extra, "--out", str(tmp_path / name), *tail])
+        result = CliRunner().invoke(app, [*args, *extra, "--out", str(out / name), "ray.workers=1",
+                                          "ray.cpus_per_worker=0.5"])
         assert result.exit_code == 0, result.output
-        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        metrics = json.loads((out / name / "metrics.json").read_text())
         metrics.pop("config", None)
-        rows = (tmp_path / name / "per_query.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in (out / name / "per_query.jsonl").read_text().splitlines()]
         runs[name] = (metrics, rows)
+    return runs
+
+
+def test_eval_retrieval_cli_through_the_service_reports_the_in_process_figures(service, data_root, tmp_path,
+                                                                                monkeypatch):
+    """`mnemoray eval retrieval --service URL` (Ray Data workers, one fresh tenant per history)
+    writes the same per-query rows and metrics as the in-process run (rag-hybrid)."""
+    monkeypatch.setenv("MNEMORAY_ADMIN_KEY", ADMIN)
+    runs = eval_in_process_and_through(service, [
+        "eval", "retrieval", "--dataset", "locomo", "--data", str(data_root / "locomo" / "locomo10_sample.json"),
+        "--memory", "rag-hybrid", "--k", "1,5,10", "--limit", "1"], tmp_path)
     assert runs["service"][1] == runs["local"][1] and len(runs["local"][1]) > 0
     assert runs["service"][0] == runs["local"][0]
 
@@ -273,27 +281,16 @@ def test_eval_qa_cli_through_the_service_answers_from_the_same_memories_as_in_pr
     """`mnemoray eval qa --service URL`: the answerer and judge are an endpoint whose answers are
     drawn from the whole prompt (retrieved memories included), so equal rows mean equal context;
     metrics equal too (rag-hybrid, one fresh tenant per history)."""
-    from typer.testing import CliRunner
-
-    from mnemoray.cli.main import app
     from mnemoray.llm.fault_server import FaultConfig, FaultServer
 
     monkeypatch.setenv("MNEMORAY_ADMIN_KEY", ADMIN)
-    runs = {}
     with FaultServer(FaultConfig(vary_strings=True)) as llm_url:
         llm = tmp_path / "answerer.yaml"
         llm.write_text(f"engine: openai\nmodel: fault-model\nbase_url: {llm_url}\nmax_retries: 0\n")
-        base = ["eval", "qa", "--dataset", "locomo", "--data", str(data_root / "locomo" / "locomo10_sample.json"),
-                "--memory", "rag-hybrid", "--answerer", str(llm), "--judge", str(llm), "--k", "5", "--limit", "1",
-                "--max-queries", "12"]
-        for name, extra in (("local", []), ("service", ["--service", service])):
-            result = CliRunner().invoke(app, [*base, *extra, "--out", str(tmp_path / name), "ray.workers=1",
-                                              "ray.cpus_per_worker=0.5"])
-            assert result.exit_code == 0, result.output
-            metrics = json.loads((tmp_path / name / "metrics.json").read_text())
-            metrics.pop("config", None)
-            rows = [json.loads(line) for line in (tmp_path / name / "per_query.jsonl").read_text().splitlines()]
-            runs[name] = (metrics, rows)
+        runs = eval_in_process_and_through(service, [
+            "eval", "qa", "--dataset", "locomo", "--data", str(data_root / "locomo" / "locomo10_sample.json"),
+            "--memory", "rag-hybrid", "--answerer", str(llm), "--judge", str(llm), "--k", "5", "--limit", "1",
+            "--max-queries", "12"], tmp_path)
     (local_metrics, local), (remote_metrics, remote) = runs["local"], runs["service"]
     assert len(local) == 12 and all(r["answer_failure"] is None and r["retrieved"] for r in local)
     assert len({r["prediction"] for r in local}) > 1  # answers depend on their prompts
@@ -305,21 +302,9 @@ def test_eval_rolememo_cli_through_the_service_reports_the_in_process_recall(ser
                                                                              monkeypatch):
     """`mnemoray eval rolememo --service URL` (the judged evaluations share the flag): the same
     retrieved items, fact / insight hits and metrics as the in-process run (rag-hybrid)."""
-    from typer.testing import CliRunner
-
-    from mnemoray.cli.main import app
-
     monkeypatch.setenv("MNEMORAY_ADMIN_KEY", ADMIN)
-    runs = {}
-    for name, extra in (("local", []), ("service", ["--service", service])):
-        result = CliRunner().invoke(app, ["eval", "rolememo", "--data", str(rolememo_data), "--memory", "rag-hybrid",
-                                          *extra, "--out", str(tmp_path / name), "ray.workers=1",
-                                          "ray.cpus_per_worker=0.5"])
-        assert result.exit_code == 0, result.output
-        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
-        metrics.pop("config", None)
-        rows = [json.loads(line) for line in (tmp_path / name / "per_query.jsonl").read_text().splitlines()]
-        runs[name] = (metrics, rows)
+    runs = eval_in_process_and_through(service, ["eval", "rolememo", "--data", str(rolememo_data),
+                                                 "--memory", "rag-hybrid"], tmp_path)
     (local_metrics, local), (remote_metrics, remote) = runs["local"], runs["service"]
     assert len(local) == 3 and any(r["retrieved"] for r in local)
     assert remote == local and remote_metrics == local_metrics
