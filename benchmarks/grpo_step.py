@@ -19,6 +19,7 @@ and the differences that remain between the two; asserts nothing.
     scripts/setup_bench_trl.sh                       # once: .venv-bench-trl/ with trl (optional)
     python benchmarks/grpo_step.py --quick           # smoke run: tiny model, n=4, 4 steps
     python benchmarks/grpo_step.py --workers 2 1     # tiny and ~100M model, n 4 and 8, 2 and 1 policy workers
+    python benchmarks/grpo_step.py --workers 1 --threads auto --zero-100m 0 --rollout actors colocated
     (more: --models tiny 100m --n 4 8 --zero-tiny 2 0 --steps-tiny 8 --steps-100m 3 --trl-threads 1 2 --out DIR)
 """
 
@@ -87,7 +88,7 @@ def param_count(model_dir: Path) -> int:
 
 
 def _cfg(args, name: str, model_path: Path, n: int, steps: int, lr: float, workers: int, zero: int,
-         threads: str = "auto"):
+         threads: str = "auto", colocate: bool = False):
     from mnemoray.config import load_config
     from mnemoray.config.grpo import GRPOConfig
 
@@ -103,6 +104,7 @@ def _cfg(args, name: str, model_path: Path, n: int, steps: int, lr: float, worke
         f"schedule.steps={steps}", f"schedule.save_every={steps}", f"schedule.seed={args.seed}",
         f"deepspeed.zero_stage={zero}", "deepspeed.dtype=fp32", f"ray.workers={workers}", "ray.num_cpus=2",
         "ray.max_failures=0", f"ray.torch_threads={threads}", f"rollout.threads={threads}",
+        f"rollout.colocate={str(colocate).lower()}",
     ])
 
 
@@ -124,13 +126,13 @@ def _mean(values: list[float]) -> float:
 
 
 def run_mnemoray(args, name: str, model_path: Path, n: int, steps: int, lr: float, workers: int, zero: int,
-                 skip: int, threads: str = "auto") -> dict:
+                 skip: int, threads: str = "auto", colocate: bool = False) -> dict:
     import ray
 
     from mnemoray.distributed.runtime import WORKER_ENV
     from mnemoray.distributed.train.grpo import run_grpo
 
-    cfg = _cfg(args, name, model_path, n, steps, lr, workers, zero, threads)
+    cfg = _cfg(args, name, model_path, n, steps, lr, workers, zero, threads, colocate)
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
     t0 = time.perf_counter()
     # A Ray of our own per run (address="local": never join another process's cluster on this machine),
@@ -206,14 +208,14 @@ def fastest(trl_runs: list[dict]) -> dict | None:
 def print_table(title: str, rows: list[tuple[str, dict]], trl_runs: list[dict]) -> None:
     trl = fastest(trl_runs)
     print(f"\n{title}")
-    head = (f"{'implementation':<34}{'step s':>8}{'min-max s':>13}{'generate':>10}{'reward':>8}{'ref+old':>9}"
+    head = (f"{'implementation':<42}{'step s':>8}{'min-max s':>13}{'generate':>10}{'reward':>8}{'ref+old':>9}"
             f"{'update':>8}{'sync':>7}{'wall s':>8}{'reward 1st':>12}{'last':>7}{'vs TRL':>8}{'load1':>7}")
     print(head)
     print("-" * len(head))
     trl_rows = [(f"TRL (1 process, {r['threads']} thread{'s' if r['threads'] > 1 else ''})", r) for r in trl_runs]
     for label, r in rows + trl_rows:
         if "error" in r:
-            print(f"{label:<34}FAILED after {r['wall_s']:.0f} s: {_error_line(r['error'])}")
+            print(f"{label:<42}FAILED after {r['wall_s']:.0f} s: {_error_line(r['error'])}")
             continue
         is_trl = label.startswith("TRL")
         parts = "".join(f"{'-' if is_trl else _f(r.get(p)):>{w}}" for p, w in zip(PARTS, (10, 8, 9, 8, 7)))
@@ -221,7 +223,7 @@ def print_table(title: str, rows: list[tuple[str, dict]], trl_runs: list[dict]) 
         if trl is not None and not is_trl:
             ratio = f"{r['step_s'] / trl['step_s']:.2f}"
         rewards = r["rewards"]
-        print(f"{label:<34}{_f(r['step_s']):>8}{_f(r['min_s'], '.2f') + '-' + _f(r['max_s'], '.2f'):>13}{parts}"
+        print(f"{label:<42}{_f(r['step_s']):>8}{_f(r['min_s'], '.2f') + '-' + _f(r['max_s'], '.2f'):>13}{parts}"
               f"{_f(r['wall_s'], '.1f'):>8}{_f(rewards[0] if rewards else None):>12}"
               f"{_f(rewards[-1] if rewards else None):>7}{ratio:>8}{_f(r['load'], '.1f'):>7}")
 
@@ -230,19 +232,19 @@ def print_summary(results: list[tuple[str, int, str, dict]], trls: dict[tuple[st
                   wall: float) -> None:
     print(f"\nsummary: step s = mean after warm-up; TRL = its fastest thread count (thr); ratio = mnemoray / TRL "
           f"step time; reward = mean reward of the first -> last step; benchmark wall {wall:.0f} s")
-    head = (f"{'model':<7}{'n':>3}  {'mnemoray setting':<22}{'mnemoray s':>11}{'TRL s':>9}{'thr':>4}{'ratio':>7}"
+    head = (f"{'model':<7}{'n':>3}  {'mnemoray setting':<30}{'mnemoray s':>11}{'TRL s':>9}{'thr':>4}{'ratio':>7}"
             f"{'reward mnemoray':>18}{'reward TRL':>15}")
     print(head)
     print("-" * len(head))
     for model, n, setting, r in results:
         trl = fastest(trls.get((model, n), []))
         if "error" in r:
-            print(f"{model:<7}{n:>3}  {setting:<22}  FAILED")
+            print(f"{model:<7}{n:>3}  {setting:<30}  FAILED")
             continue
         ratio = f"{r['step_s'] / trl['step_s']:.2f}" if trl else "-"
         span = f"{_f(r['rewards'][0])} -> {_f(r['rewards'][-1])}" if r["rewards"] else "-"
         span_trl = f"{_f(trl['rewards'][0])} -> {_f(trl['rewards'][-1])}" if trl and trl["rewards"] else "-"
-        print(f"{model:<7}{n:>3}  {setting:<22}{_f(r['step_s']):>11}{_f(trl['step_s'] if trl else None):>9}"
+        print(f"{model:<7}{n:>3}  {setting:<30}{_f(r['step_s']):>11}{_f(trl['step_s'] if trl else None):>9}"
               f"{trl['threads'] if trl else '-':>4}{ratio:>7}{span:>18}{span_trl:>15}")
 
 
@@ -261,6 +263,9 @@ def main() -> int:
                         help="mnemoray torch threads per policy worker and rollout engine (ray.torch_threads, "
                              "rollout.threads): 1 = the configs' default; auto = the node's CPUs / the actors of a "
                              "phase; e.g. --threads 1 auto runs both")
+    parser.add_argument("--rollout", nargs="+", choices=("actors", "colocated"), default=["actors"],
+                        help="actors = a rollout engine actor that gets the weights every step (the configs' "
+                             "default); colocated = rank 0 samples with its own module (rollout.colocate: no sync)")
     parser.add_argument("--steps-tiny", type=int, default=8)
     parser.add_argument("--steps-100m", type=int, default=3)
     parser.add_argument("--skip", type=int, default=None,
@@ -306,7 +311,8 @@ def main() -> int:
           f"after the run.")
 
     print("differences that remain: mnemoray samples on a separate "
-          "rollout engine that gets the weights every step (sync), TRL samples with the training model; "
+          "rollout engine that gets the weights every step (sync), TRL samples with the training model (as "
+          "mnemoray does with --rollout colocated); "
           "different sampling RNGs (same prompts per step, different completions, so step-1 rewards differ); "
           "token-mean per worker micro-batch averaged over workers (mnemoray) vs per micro-batch of "
           f"{MICRO_BATCH} averaged over accumulation (TRL loss_type bnpo); advantage eps 1e-6 vs 1e-4; rewards "
@@ -329,11 +335,13 @@ def main() -> int:
             for workers in args.workers:
                 for zero in zeros:
                     for threads in args.threads:
-                        setting = f"{workers}w, ZeRO-{zero}, thr {threads}"
-                        r = run_mnemoray(args, f"{tag}-w{workers}-z{zero}-t{threads}", path, n, steps, lr, workers,
-                                         zero, skip, threads)
-                        rows.append((f"mnemoray ({setting})", r))
-                        results.append((model, n, setting, r))
+                        for rollout in args.rollout:
+                            colocate = rollout == "colocated"
+                            setting = f"{workers}w, ZeRO-{zero}, thr {threads}" + (", coloc" if colocate else "")
+                            r = run_mnemoray(args, f"{tag}-w{workers}-z{zero}-t{threads}-{rollout}", path, n, steps,
+                                             lr, workers, zero, skip, threads, colocate)
+                            rows.append((f"mnemoray ({setting})", r))
+                            results.append((model, n, setting, r))
             title = (f"{model} qwen2 ({count / 1e6:.1f}M params), n={n} ({PROMPTS_PER_STEP * n} completions/step), "
                      f"lr {lr:g}, {steps} steps; step time = mean of steps {skip + 1}-{steps} "
                      f"(first {skip} = warm-up); ref+old = reference and old-policy log-probs")

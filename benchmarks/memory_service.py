@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -156,6 +157,78 @@ async def search_load(url: str, key: str, clients: int, total: int) -> dict[str,
             "p99_ms": percentile(ms, 99), "rps": len(ms) / wall}
 
 
+def arrival_times(rate: float, n: int, seed: int = 0) -> list[float]:
+    """Poisson arrivals (seconds after the start) of an open-loop load at `rate` searches/s."""
+    rng, t, out = random.Random(seed), 0.0, []
+    for _ in range(n):
+        t += rng.expovariate(rate)
+        out.append(t)
+    return out
+
+
+async def paced_search(url: str, key: str, rate: float, clients: int, seconds: float) -> dict[str, float]:
+    """Open loop: searches arrive at `rate` per second (Poisson) whatever the answers do, at
+    most `clients` in flight; a latency counts from the scheduled arrival, so time spent
+    waiting for a free client is in it (no coordinated omission)."""
+    latencies: list[float] = []
+    async with AsyncMemoryClient(url, key, timeout_s=600, max_connections=clients) as client:
+        await client.search("warm up", K)
+        asked, gate = queries(), asyncio.Semaphore(clients)
+        times = arrival_times(rate, max(1, round(rate * seconds)))
+        start = time.perf_counter()
+
+        async def one(i: int, at: float) -> None:
+            await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
+            async with gate:
+                await client.search(asked[i % len(asked)], K)
+            latencies.append(time.perf_counter() - (start + at))
+
+        await asyncio.gather(*(one(i, at) for i, at in enumerate(times)))
+        wall = time.perf_counter() - start
+    ms = [x * 1000 for x in latencies]
+    return {"offered_rps": rate, "clients": clients, "n": len(ms), "p50_ms": percentile(ms, 50),
+            "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99), "rps": len(ms) / wall}
+
+
+def run_paced(folder: Path, args) -> list[dict]:
+    """The default layout (batched encoder) under each offered rate of `--rates`."""
+    yaml = "memory: {name: rag-hybrid}\nembedder: {batching: true}\n"
+    with service(folder, yaml) as (url, _):
+        key = new_tenant(url, "bench")
+        asyncio.run(add_sessions(url, key, range(args.sessions), 8))
+        rows = []
+        for rate in args.rates:
+            row = asyncio.run(paced_search(url, key, rate, args.paced_clients, args.paced_seconds))
+            rows.append(row)
+            print(f"  paced search {rate:6.0f}/s offered, <= {args.paced_clients} in flight: "
+                  f"p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
+                  f"{row['rps']:.0f} req/s answered", flush=True)
+        return rows
+
+
+def highest_rate_within(rows: list[dict], p95_ms: float) -> float | None:
+    ok = [r["offered_rps"] for r in rows if r["p95_ms"] <= p95_ms]
+    return max(ok) if ok else None
+
+
+def paced_side_by_side(service_rows: list[dict], mem0_rows: list[dict] | None, goal_ms: float = 50.0) -> None:
+    """Latency against offered load, service and mem0 at the same rates."""
+    peer = {r["offered_rps"]: r for r in mem0_rows or []}
+    print(f"\n  open loop (Poisson arrivals, at most {service_rows[0]['clients']} in flight; latency from the "
+          "scheduled arrival)")
+    print("  offered/s | service p50 / p95 / p99 ms, answered/s | mem0 p50 / p95 / p99 ms, answered/s | "
+          "p95 mem0/service")
+    for row in service_rows:
+        m = peer.get(row["offered_rps"])
+        theirs = (f"{m['p50_ms']:6.1f} {m['p95_ms']:6.1f} {m['p99_ms']:6.1f} {m['rps']:6.0f} | "
+                  f"{m['p95_ms'] / row['p95_ms']:16.2f}") if m else "-"
+        print(f"  {row['offered_rps']:9.0f} | {row['p50_ms']:6.1f} {row['p95_ms']:6.1f} {row['p99_ms']:6.1f} "
+              f"{row['rps']:6.0f} | {theirs}")
+    ours, theirs = highest_rate_within(service_rows, goal_ms), highest_rate_within(mem0_rows or [], goal_ms)
+    print(f"  highest offered rate with p95 <= {goal_ms:g} ms: service {ours if ours is not None else 'none'}/s"
+          + (f", mem0 {theirs if theirs is not None else 'none'}/s" if mem0_rows else ""))
+
+
 def cpu_by_process(root: int) -> dict[str, float]:
     """CPU seconds (user + system) so far of the service's processes, by role: Serve's proxy,
     each deployment's replicas, the rest of Ray; plus this load generator."""
@@ -255,7 +328,9 @@ def run_mem0(folder: Path, args) -> dict | None:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     subprocess.run([str(MEM0_PYTHON), str(REPO / "benchmarks" / "peers" / "mem0_memory.py"), "--workload",
                     str(workload), "--clients", ",".join(map(str, args.clients)), "--searches", str(args.searches),
-                    "--writers", str(args.mem0_writers), "--out", str(out)],
+                    "--writers", str(args.mem0_writers), "--out", str(out)]
+                   + (["--rates", ",".join(f"{r:g}" for r in args.rates), "--paced-clients", str(args.paced_clients),
+                       "--paced-seconds", str(args.paced_seconds)] if args.rates else []),
                    check=True, env=env | {"MEM0_TELEMETRY": "false"})
     return json.loads(out.read_text())
 
@@ -313,10 +388,15 @@ def main() -> None:
                         "to its service config (\\n between lines), e.g. 'ingress: {num_cpus: 1}'")
     parser.add_argument("--steps", action="store_true",
                         help="also run the step between (encoder inside the MemoryStore deployment)")
+    parser.add_argument("--rates", default="", help="also an open-loop run at these offered searches/s "
+                        "(e.g. 50,100,150,200): p95 against load, service and mem0")
+    parser.add_argument("--paced-clients", type=int, default=32, help="open loop: most searches in flight")
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="open loop: seconds per rate")
     parser.add_argument("--mem0-writers", type=int, default=1,
                         help="mem0 adding threads (its FAISS store logs failed saves with more than one)")
     args = parser.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
+    args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     args.sessions = args.sessions or (100 if args.quick else 500)
     args.searches = args.searches or (400 if args.quick else 2000)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -336,6 +416,8 @@ def main() -> None:
         if args.extra:
             results["extra"], _ = run_search(Path(tmp) / "extra", True, args, layout="extra")
             before_after(results["batched"], results["extra"], f"default -> default + {args.extra!r}")
+        if args.rates:
+            results["paced"] = run_paced(Path(tmp) / "paced", args)
         if not args.skip_unbatched:
             results["unbatched"], _ = run_search(Path(tmp) / "unbatched", False, args)
         if not args.skip_dualmem:
@@ -348,6 +430,8 @@ def main() -> None:
             if mem0 is not None:
                 results["mem0"] = mem0
                 side_by_side(results["batched"], add_rate, mem0)
+        if args.rates:
+            paced_side_by_side(results["paced"], (results.get("mem0") or {}).get("paced"))
     print(json.dumps(results, indent=1))
 
 

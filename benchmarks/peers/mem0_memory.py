@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import tempfile
 import threading
 import time
@@ -114,6 +115,39 @@ def search_level(memory, queries: list[str], k: int, clients: int, total: int) -
             "p99_ms": percentile(ms, 99), "rps": len(ms) / wall, "cpu_ms_per_search": cpu_ms}
 
 
+def arrival_times(rate: float, n: int, seed: int = 0) -> list[float]:
+    """Poisson arrivals (seconds after the start) at `rate` per second: the same schedule the
+    service gets in benchmarks/memory_service.py (same seed)."""
+    rng, t, out = random.Random(seed), 0.0, []
+    for _ in range(n):
+        t += rng.expovariate(rate)
+        out.append(t)
+    return out
+
+
+def paced_level(memory, queries: list[str], k: int, rate: float, clients: int, seconds: float) -> dict[str, float]:
+    """Open loop: searches scheduled at `rate` per second on `clients` threads; a latency counts
+    from the scheduled arrival (time queued for a free thread included)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    times = arrival_times(rate, max(1, round(rate * seconds)))
+    start = time.perf_counter()
+
+    def one(i: int, at: float) -> None:
+        memory.search(queries[i % len(queries)], top_k=k, filters={"user_id": "bench"})
+        with lock:
+            latencies.append(time.perf_counter() - (start + at))
+
+    with ThreadPoolExecutor(clients) as pool:
+        for i, at in enumerate(times):
+            time.sleep(max(0.0, start + at - time.perf_counter()))
+            pool.submit(one, i, at)
+    wall = time.perf_counter() - start
+    ms = [x * 1000 for x in latencies]
+    return {"offered_rps": rate, "clients": clients, "n": len(ms), "p50_ms": percentile(ms, 50),
+            "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99), "rps": len(ms) / wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", type=Path, required=True)
@@ -122,6 +156,9 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=1,
                         help="adding threads (mem0's FAISS store logs failed saves with more than one)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--rates", default="", help="open-loop offered searches/s, e.g. 50,100,150")
+    parser.add_argument("--paced-clients", type=int, default=32)
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     work = json.loads(args.workload.read_text())
@@ -142,6 +179,12 @@ def main() -> None:
             print(f"  mem0 search clients={clients:4d}: p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms  "
                   f"p99 {row['p99_ms']:.1f} ms  {row['rps']:.0f} req/s  CPU {row['cpu_ms_per_search']:.1f} ms/search",
                   flush=True)
+        result["paced"] = []
+        for rate in (float(r) for r in args.rates.split(",") if r.strip()):
+            row = paced_level(memory, work["queries"], work["k"], rate, args.paced_clients, args.paced_seconds)
+            result["paced"].append(row)
+            print(f"  mem0 paced search {rate:6.0f}/s offered: p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms  "
+                  f"p99 {row['p99_ms']:.1f} ms  {row['rps']:.0f} req/s answered", flush=True)
     args.out.write_text(json.dumps(result, indent=1))
 
 

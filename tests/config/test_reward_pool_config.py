@@ -50,3 +50,11 @@ def test_samples_must_split_over_workers_and_minibatches():
         load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml", ["rollout.n=3", "rollout.prompts_per_step=1"])
     cfg = load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml", ["algorithm.micro_batch_size=3"])
     assert cfg.samples_per_step == 16 and cfg.micro_batches == 3  # 8 samples per worker in chunks of 3
+
+
+def test_colocated_rollouts_need_whole_weights_on_rank_zero():
+    cfg = load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml", ["rollout.colocate=true"])
+    assert cfg.rollout.colocate and cfg.deepspeed.zero_stage == 2
+    with pytest.raises(ConfigError, match=r"rollout.colocate needs whole weights on rank 0: deepspeed.zero_stage"):
+        load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml",
+                    ["rollout.colocate=true", "deepspeed.zero_stage=3"])

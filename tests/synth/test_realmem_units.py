@@ -14,8 +14,9 @@ from mnemoray.llm.types import ChatResult
 from mnemoray.records import MemoryItem
 from mnemoray.synth.realmem import plan as PL
 from mnemoray.synth.realmem.inputs import load_personas
-from mnemoray.synth.realmem.machine import PersonaMachine, drive, new_memory
+from mnemoray.synth.realmem.machine import PersonaMachine, drive
 from mnemoray.synth.realmem.public import read_public, write_public
+from mnemoray.synth.realmem.replay import new_memory
 from mnemoray.synth.realmem.timecheck import FUTURE_EVENT, FUTURE_MEMORY, time_problems
 from repo_paths import DATA
 

@@ -57,6 +57,9 @@ class RolloutConfig(StrictModel):
     engine: Annotated[str, AfterValidator(ROLLOUTS.check)] = Field(
         "hf", description="rollout sampler (mnemoray.rl.rollout_registry.ROLLOUTS)")
     engines: int = Field(1, ge=1, description="rollout engine actors; prompts are split across them")
+    colocate: bool = Field(
+        False, description="sample with the policy's own DeepSpeed module on rank 0 (verl's hybrid engine, TRL's "
+        "layout): no rollout actors and no weight sync; hf sampler, ZeRO 0-2; best with one policy worker")
     cpus_per_engine: float = Field(0.5, gt=0)
     gpus_per_engine: float = Field(0.0, ge=0)
     device: str = "cpu"
@@ -132,6 +135,17 @@ class GRPOConfig(TrainRun):
             raise ValueError(
                 f"rollout.prompts_per_step x rollout.n = {samples} samples per step must split evenly into "
                 f"algorithm.minibatches x ray.workers = {split} parts")
+        return self
+
+    @model_validator(mode="after")
+    def _colocation(self) -> GRPOConfig:
+        if self.rollout.colocate:
+            if self.rollout.engine != "hf":
+                raise ValueError(f"rollout.colocate samples with transformers' generate: rollout.engine must be "
+                                 f"'hf', not {self.rollout.engine!r} (or set rollout.colocate: false)")
+            if self.deepspeed.zero_stage == 3:
+                raise ValueError("rollout.colocate needs whole weights on rank 0: deepspeed.zero_stage 0, 1 or 2, "
+                                 "not 3 (or set rollout.colocate: false and use rollout engines)")
         return self
 
     @model_validator(mode="after")

@@ -35,7 +35,10 @@ class HFSampler:
 
     name = "hf"
 
-    def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 64):
+    def __init__(self, model_path: str, device: str = "cpu", dtype: str = "float32", batch_size: int = 64,
+                 model: Any = None):
+        """`model`: sample with this already loaded model (the policy's own, when colocated)
+        instead of loading one from `model_path` (which still gives the tokenizer)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -46,8 +49,10 @@ class HFSampler:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
-        self.model.eval()
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
+            model.eval()
+        self.model = model
         self.version = 0
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])

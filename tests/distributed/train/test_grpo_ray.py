@@ -121,6 +121,33 @@ def test_custom_reward_function_from_a_file(ray_local, tmp_path: Path, tiny_cach
         assert r["attribution/episodic"] == 16 and r["attribution/boosted"] == 16
 
 
+def test_colocated_rollouts_train_exactly_as_a_rollout_engine_does(ray_local, tmp_path: Path, tiny_cache: Path):
+    """rollout.colocate: rank 0 samples with its own DeepSpeed module. No rollout actor, no
+    weight sync, and (same seed, same weights, one torch thread each) the same rollouts, so
+    the same rewards and losses step by step as a run with a rollout engine actor."""
+    from mnemoray.distributed.train.grpo import run_grpo
+
+    runs = {}
+    # the colocated run also uses ZeRO-0, whose single rank skips the gradient all-reduce: the
+    # same updates as ZeRO-2 (up to float rounding)
+    for name, colocate, zero in (("engine", "false", 2), ("colocated", "true", 0)):
+        cfg = _cfg(tmp_path, tiny_cache, name, "schedule.steps=2", "ray.workers=1", f"rollout.colocate={colocate}",
+                   "algorithm.kl_coef=0.01", f"deepspeed.zero_stage={zero}")
+        result = run_grpo(cfg)
+        assert result.error is None, result.error
+        runs[name] = (_records(result.run_dir), _events(result.run_dir))
+    (engine, _), (colocated, events) = runs["engine"], runs["colocated"]
+    assert [r["step"] for r in colocated] == [1, 2]
+    for a, b in zip(engine, colocated):
+        for key in ("reward_mean", "reward_std", "response_len_mean", "loss", "kl"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-8), (a["step"], key)
+    (placement,) = [e for e in events if e["event"] == "placement"]
+    (start,) = [e for e in events if e["event"] == "start"]
+    assert start["engine"]["zero_stage"] == 0 and start["engine"]["backward_allreduce"] is False
+    assert placement["rollout"] == [] and placement["colocated"] is True
+    assert all(r["timing"]["sync_s"] < 0.01 for r in colocated)  # nothing pushed
+
+
 def test_dualmem_trajectories_train_through_the_pool(ray_local, tmp_path: Path, tiny_cache: Path, fault_server):
     """environment.trajectories on real Ray: the policy writes DualMem memory chunk by chunk through
     the rollout engine, the reward actors reply and judge through an endpoint that fails 30 % of

@@ -196,7 +196,7 @@ def test_bf16_gradient_checkpointing_and_offload_on_zero3(ray_local, tmp_path: P
     start = json.loads((tmp_path / "lowmem" / "events.jsonl").read_text().splitlines()[0])
     assert start["engine"] == {"zero_stage": 3, "param_dtype": "bfloat16", "gradient_checkpointing": True,
                                "optimizer": "DeepSpeedZeroOptimizer_Stage3", "offload_optimizer": True,
-                               "offload_param": True}
+                               "offload_param": True, "backward_allreduce": True}
     evals = [r["eval_loss"] for r in read_metrics(tmp_path / "lowmem" / "metrics.jsonl") if "eval_loss" in r]
     assert len(evals) == 2 and evals[-1] < 0.8 * evals[0], evals
     model = AutoModelForCausalLM.from_pretrained(result.export_dir)

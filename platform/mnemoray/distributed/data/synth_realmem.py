@@ -45,8 +45,9 @@ from mnemoray.llm.rows import maybe_json
 from mnemoray.llm.types import ChatRequest, ChatResult, Usage
 from mnemoray.synth.realmem.batching import Coalescer, EncodeBatcher
 from mnemoray.synth.realmem.inputs import file_name, load_personas
-from mnemoray.synth.realmem.machine import STAGES, EncodeRequest, PersonaMachine, Resume, new_memory
+from mnemoray.synth.realmem.machine import STAGES, EncodeRequest, PersonaMachine, Resume
 from mnemoray.synth.realmem.public import write_public
+from mnemoray.synth.realmem.replay import new_memory
 from mnemoray.synth.store import StageStore, expand
 
 Progress = Callable[[str, int, "int | None"], None]

@@ -4,7 +4,8 @@ Roles (docs/ARCHITECTURE.md, "GRPO on Ray"):
 - policy workers: a Ray Train `TorchTrainer` worker group, one DeepSpeed engine each
   (the SFT plumbing: engine, checkpoints, resume, restarts on failure, HF export);
 - rollout engines: `RolloutActor`s holding a sampler that receives new weights after
-  every update (one copy in the object store per update);
+  every update (one copy in the object store per update); or, with rollout.colocate,
+  rank 0's own DeepSpeed module samples (no actors, no weight sync: verl's hybrid engine);
 - reward actors: a `RewardPool` computing rewards concurrently, retried, none lost;
 - the controller: rank 0's loop. Each step it pushes weights, asks the engines for n
   responses per prompt and the pool for their rewards, and broadcasts them to every rank;
@@ -62,6 +63,23 @@ def timed_generate(engines: list[Any], timing: dict[str, float], version: int, s
     """Rollouts from the engines at weight `version` (time added to timing["generate_s"])."""
     t0 = time.perf_counter()
     rollouts = generate_split(engines, inputs, settings, seed=seed, version=version, weights=synced)
+    timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t0
+    return rollouts
+
+
+def timed_colocated_generate(sampler: Any, engine: Any, timing: dict[str, float], inputs: list[PromptInput],
+                             settings: SamplingSettings, seed: int) -> list[Any]:
+    """Rollouts sampled by the policy's own module (rollout.colocate), in eval mode and on a
+    forked RNG so the training loop's random state is untouched."""
+    import torch
+
+    t0 = time.perf_counter()
+    engine.eval()
+    try:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+            rollouts = sampler.generate(inputs, settings, seed)
+    finally:
+        engine.train()
     timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t0
     return rollouts
 
@@ -239,6 +257,12 @@ def _worker_entry(config: dict[str, Any]) -> None:
         reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
         reference.requires_grad_(False)
     pad_id = AutoTokenizer.from_pretrained(model_path).pad_token_id or 0
+    colocated = cfg.rollout.colocate
+    sampler = None
+    if colocated and rank == 0:  # rank 0 samples with its own module: nothing to sync
+        from mnemoray.rl.rollout import HFSampler
+
+        sampler = HFSampler(model_path, device=cfg.rollout.device, model=engine.module)
     state = {"step": 0}
     with io.resume_dir() as ckpt:
         if ckpt is not None:
@@ -248,7 +272,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
     policy_nodes, policy_threads_ = zip(*_gather((current_node(), threads)))
     if rank == 0:
         log.event("placement", policy=list(policy_nodes), rollout=ray.get([e.node.remote() for e in engines]),
-                  reward=pool.nodes())
+                  reward=pool.nodes(), colocated=colocated)
         log.event("threads", policy=list(policy_threads_),
                   rollout=ray.get([e.torch_threads.remote() for e in engines]))
     plan = UpdatePlan(
@@ -261,15 +285,19 @@ def _worker_entry(config: dict[str, Any]) -> None:
         timing: dict[str, float] = {}
         # 1. the engines get the current weights, every step: also the first one of a restarted
         #    loop, since the engines outlive the policy workers and may hold a crashed run's
+        #    (colocated: rank 0 samples with the weights it trains, nothing to push)
         t0 = time.perf_counter()
-        state_dict = full_state_dict(engine, cfg.deepspeed.zero_stage, rank)  # collective under ZeRO-3
-        synced = push_weights(engines, state_dict, step - 1) if rank == 0 else None
-        del state_dict
+        synced = None
+        if not colocated:
+            state_dict = full_state_dict(engine, cfg.deepspeed.zero_stage, rank)  # collective under ZeRO-3
+            synced = push_weights(engines, state_dict, step - 1) if rank == 0 else None
+            del state_dict
         timing["sync_s"] = time.perf_counter() - t0
         # 2. rollouts and rewards, on the controller (rank 0), then shared with every rank
         payload = None
         if rank == 0:
-            generate = functools.partial(timed_generate, engines, timing, step - 1, synced)
+            generate = (functools.partial(timed_colocated_generate, sampler, engine, timing) if colocated
+                        else functools.partial(timed_generate, engines, timing, step - 1, synced))
             score_items = functools.partial(timed_score, pool, timing)
             payload = (collector.collect(step, generate, score_items), timing)
         del synced
@@ -387,7 +415,7 @@ def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
     with ray_session(cfg.ray):
         model_path = str(Path(cfg.resolve_model_path()).expanduser().resolve())
         ro = cfg.rollout
-        engines, engine_group = start_rollout_actors(
+        engines, engine_group = ([], None) if ro.colocate else start_rollout_actors(
             ro.engines, ro.engine, model_path, num_cpus=ro.cpus_per_engine, num_gpus=ro.gpus_per_engine,
             device=ro.device, dtype=ro.dtype, torch_threads=ro.threads, strategy=ro.placement)
         pool = None

@@ -17,7 +17,7 @@ dedup). The memory framework is synchronous; its calls reach the fleet through
 restores the memory to its state before the step, yields those calls, and runs the step
 again with the answers known (call ids hash their content, so the rerun asks the same).
 Sentence-encoder work goes out the same way when the memory is built with `deferred=True`
-(`new_memory`): `ReplayEmbedder` raises `NeedVectors`, the machine yields an `EncodeRequest`
+(`replay.new_memory`): `ReplayEmbedder` raises `NeedVectors`, the machine yields an `EncodeRequest`
 and takes the vectors back through `feed_vectors`, so a scheduler can encode the texts of many
 personas in one batch (`mnemoray.synth.realmem.batching`) instead of one text per call.
 
@@ -43,6 +43,7 @@ from mnemoray.records import Persona, Session, Turn, make_turn_id
 from mnemoray.synth.realmem import plan as PL
 from mnemoray.synth.realmem import prompts as P
 from mnemoray.synth.realmem.public import ExtractedMemory, PublicHistory, PublicMetadata, PublicSession, PublicTurn
+from mnemoray.synth.realmem.replay import NeedAnswers, NeedVectors, ReplayEmbedder, ReplayEngine
 from mnemoray.synth.realmem.timecheck import time_problems
 
 STAGES = ("outlines", "events", "session_plans", "memory", "sessions", "histories")
@@ -58,64 +59,6 @@ class EncodeRequest:
 
 Next = list[ChatRequest] | EncodeRequest
 Flow = Generator[Next, Any, Any]
-
-
-class NeedAnswers(BaseException):  # noqa: N818 - a control signal, not an error
-    """Raised by `ReplayEngine` through the memory framework for calls not answered yet.
-
-    A BaseException so the framework's `except Exception` around engine calls lets it pass.
-    """
-
-    def __init__(self, requests: list[ChatRequest]):
-        super().__init__(f"{len(requests)} calls to answer")
-        self.requests = requests
-
-
-class ReplayEngine:
-    """The memory framework's engine: answers from `known`, raises NeedAnswers for the rest."""
-
-    name = "replay"
-    model = "replay"
-
-    def __init__(self) -> None:
-        self.known: dict[str, ChatResult] = {}
-
-    def generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        missing = [r for r in requests if r.id not in self.known]
-        if missing:
-            raise NeedAnswers(missing)
-        return [self.known[r.id].model_copy(update={"id": r.id}) for r in requests]
-
-
-class NeedVectors(BaseException):  # noqa: N818 - a control signal, not an error
-    """Raised by a deferred `ReplayEmbedder` for texts it has no vectors for yet."""
-
-    def __init__(self, texts: list[str]):
-        super().__init__(f"{len(texts)} texts to encode")
-        self.texts = texts
-
-
-class ReplayEmbedder:
-    """The memory's sentence encoder: the wrapped embedder, or (deferred) vectors handed in."""
-
-    def __init__(self, embedder: Any, deferred: bool = False):
-        self.embedder = embedder
-        self.deferred = deferred
-        self.known: dict[str, np.ndarray] = {}
-
-    @property
-    def dim(self) -> int:
-        return self.embedder.dim
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        if not self.deferred:
-            return self.embedder.encode(texts)
-        missing = [t for t in dict.fromkeys(texts) if t not in self.known]
-        if missing:
-            raise NeedVectors(missing)
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self.known[t] for t in texts])
 
 
 @dataclass
@@ -545,14 +488,3 @@ def drive(machine: PersonaMachine, engine: Any, max_retries: int = 1) -> Persona
         else:
             requests = machine.feed(generate_structured(engine, requests, max_retries=max_retries))
     return machine
-
-
-def new_memory(cfg: RealMemSynthConfig, embedder: Any = None, deferred: bool = False) -> Any:
-    """The realmem framework as the machine's memory manager (its engine replays the machine's answers;
-    `deferred`: its sentence encodes become the machine's `EncodeRequest`s)."""
-    from mnemoray.index.embedder import Embedder
-    from mnemoray.memory.realmem import RealMemMemory
-
-    embedder = embedder if embedder is not None else Embedder.from_index_config(cfg.memory.index)
-    return RealMemMemory(cfg.memory, engine=ReplayEngine(), embedder=ReplayEmbedder(embedder, deferred),
-                         max_retries=0)
