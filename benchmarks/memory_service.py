@@ -190,9 +190,11 @@ async def paced_search(url: str, key: str, rate: float, clients: int, seconds: f
             "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99), "rps": len(ms) / wall}
 
 
-def run_paced(folder: Path, args) -> list[dict]:
-    """The default layout (batched encoder) under each offered rate of `--rates`."""
+def run_paced(folder: Path, args, extra: str = "") -> list[dict]:
+    """The default layout (batched encoder; plus `extra` YAML lines) under each offered rate of `--rates`."""
     yaml = "memory: {name: rag-hybrid}\nembedder: {batching: true}\n"
+    if extra:
+        yaml += extra.replace("\\n", "\n") + "\n"
     with service(folder, yaml) as (url, _):
         key = new_tenant(url, "bench")
         asyncio.run(add_sessions(url, key, range(args.sessions), 8))
@@ -200,7 +202,8 @@ def run_paced(folder: Path, args) -> list[dict]:
         for rate in args.rates:
             row = asyncio.run(paced_search(url, key, rate, args.paced_clients, args.paced_seconds))
             rows.append(row)
-            print(f"  paced search {rate:6.0f}/s offered, <= {args.paced_clients} in flight: "
+            label = " (extra)" if extra else ""
+            print(f"  paced search{label} {rate:6.0f}/s offered, <= {args.paced_clients} in flight: "
                   f"p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
                   f"{row['rps']:.0f} req/s answered", flush=True)
         return rows
@@ -418,6 +421,8 @@ def main() -> None:
             before_after(results["batched"], results["extra"], f"default -> default + {args.extra!r}")
         if args.rates:
             results["paced"] = run_paced(Path(tmp) / "paced", args)
+            if args.extra:
+                results["paced_extra"] = run_paced(Path(tmp) / "paced-extra", args, args.extra)
         if not args.skip_unbatched:
             results["unbatched"], _ = run_search(Path(tmp) / "unbatched", False, args)
         if not args.skip_dualmem:
@@ -432,6 +437,9 @@ def main() -> None:
                 side_by_side(results["batched"], add_rate, mem0)
         if args.rates:
             paced_side_by_side(results["paced"], (results.get("mem0") or {}).get("paced"))
+            if "paced_extra" in results:
+                print(f"\n  with {args.extra!r}:")
+                paced_side_by_side(results["paced_extra"], (results.get("mem0") or {}).get("paced"))
     print(json.dumps(results, indent=1))
 
 
