@@ -108,7 +108,7 @@ def test_custom_reward_function_from_a_file(ray_local, tmp_path: Path, tiny_cach
         "    return {'score': float(len(solution_str) > 10), 'length': len(solution_str),\n"
         "            'attribution_counts': {'episodic': 1}}\n")
     cfg = _cfg(tmp_path, tiny_cache, "custom", "schedule.steps=2", f"reward.reward={reward}:compute_score",
-               "algorithm.dynamic_sampling=true", "algorithm.attribution={alpha: 2.0}")
+               "algorithm.dynamic_sampling=true", "algorithm.attribution={alpha: 2.0}", "algorithm.log_kl=false")
     result = run_grpo(cfg)
     assert result.error is None, result.error
     records = _records(result.run_dir)
@@ -119,6 +119,8 @@ def test_custom_reward_function_from_a_file(ray_local, tmp_path: Path, tiny_cach
         assert 0 <= r["dynamic/rounds"] <= 2 and r["groups"] == 2
         assert r["dynamic/dropped"] == r["dynamic/refilled"] + r["dynamic/shortfall"]
         assert r["attribution/episodic"] == 16 and r["attribution/boosted"] == 16
+        assert "kl" not in r  # kl_coef 0 and log_kl off: no reference model, no reference pass
+    assert "reward_mean" in (result.run_dir / "report.md").read_text()
 
 
 def test_colocated_rollouts_train_exactly_as_a_rollout_engine_does(ray_local, tmp_path: Path, tiny_cache: Path):
