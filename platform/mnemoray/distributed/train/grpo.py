@@ -17,6 +17,7 @@ so they outlive a policy-worker restart and nothing they reserve is left behind 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -24,7 +25,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,21 @@ def reward_items(slots: list[tuple[str, RLPrompt]], rollouts: list[Any]) -> list
                        extra_info=dict(by_slot[r.prompt_id].extra_info or {})) for r in rollouts]
 
 
+@contextlib.contextmanager
+def timed(timing: dict[str, float], key: str) -> Iterator[None]:
+    """Adds the block's wall time to timing[key] (a step may generate and score several times)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timing[key] = timing.get(key, 0.0) + time.perf_counter() - t0
+
+
 def timed_generate(engines: list[Any], timing: dict[str, float], version: int, synced: Any,
                    inputs: list[PromptInput], settings: SamplingSettings, seed: int) -> list[Any]:
     """Rollouts from the engines at weight `version` (time added to timing["generate_s"])."""
-    t0 = time.perf_counter()
-    rollouts = generate_split(engines, inputs, settings, seed=seed, version=version, weights=synced)
-    timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t0
-    return rollouts
+    with timed(timing, "generate_s"):
+        return generate_split(engines, inputs, settings, seed=seed, version=version, weights=synced)
 
 
 def timed_colocated_generate(sampler: Any, engine: Any, timing: dict[str, float], inputs: list[PromptInput],
@@ -73,23 +82,19 @@ def timed_colocated_generate(sampler: Any, engine: Any, timing: dict[str, float]
     forked RNG so the training loop's random state is untouched."""
     import torch
 
-    t0 = time.perf_counter()
-    engine.eval()
-    try:
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
-            rollouts = sampler.generate(inputs, settings, seed)
-    finally:
-        engine.train()
-    timing["generate_s"] = timing.get("generate_s", 0.0) + time.perf_counter() - t0
-    return rollouts
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with timed(timing, "generate_s"), torch.random.fork_rng(devices=devices):
+        engine.eval()
+        try:
+            return sampler.generate(inputs, settings, seed)
+        finally:
+            engine.train()
 
 
 def timed_score(pool: Any, timing: dict[str, float], items: list[Any]) -> dict[str, Any]:
     """Rewards from the pool, by item id (time added to timing["reward_s"])."""
-    t0 = time.perf_counter()
-    scored = pool.score(items)
-    timing["reward_s"] = timing.get("reward_s", 0.0) + time.perf_counter() - t0
-    return scored
+    with timed(timing, "reward_s"):
+        return pool.score(items)
 
 
 def sample_and_score(generate: Generate, score: Score, settings: SamplingSettings,
