@@ -14,7 +14,6 @@ harness and `OpenAIEngine` call any of them the same way. The engine's spec
 """
 
 # No `from __future__ import annotations`: FastAPI must see real `Request` annotations.
-import asyncio
 import signal
 import threading
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from mnemoray.distributed.serve.batched_engine import BatchedEngine
 from mnemoray.llm.openai_protocol import (
     ProtocolError,
     error_body,
@@ -35,7 +35,7 @@ from mnemoray.llm.openai_protocol import (
     to_completion,
 )
 from mnemoray.llm.registry import ENGINES, engine_spec
-from mnemoray.llm.types import ChatRequest, ChatResult
+from mnemoray.llm.types import ChatResult
 
 
 @dataclass
@@ -84,7 +84,7 @@ class LLMAppConfig:
 
 
 @serve.deployment
-class HFChatModel:
+class HFChatModel(BatchedEngine):
     """One HFEngine per replica; requests arrive one by one through the handle."""
 
     def __init__(self, model: str, device: str, dtype: str, batching: bool, max_batch_size: int,
@@ -92,36 +92,7 @@ class HFChatModel:
         from mnemoray.llm.hf_engine import HFEngine
 
         self.engine = HFEngine(model, device=device, dtype=dtype, batch_size=max_batch_size)
-        self.batching = batching
-        self._one_at_a_time = asyncio.Lock()
-        self._stats = {"calls": 0, "requests": 0, "max_batch": 0}  # what the engine was handed
-        self.generate_batch.set_max_batch_size(max_batch_size)
-        self.generate_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-
-    async def generate(self, request: ChatRequest) -> ChatResult:
-        if self.batching:
-            return await self.generate_batch(request)
-        async with self._one_at_a_time:
-            self._count(1)
-            return (await asyncio.to_thread(self.engine.generate, [request]))[0]
-
-    def _count(self, size: int) -> None:
-        self._stats["calls"] += 1
-        self._stats["requests"] += size
-        self._stats["max_batch"] = max(self._stats["max_batch"], size)
-
-    def batch_stats(self) -> dict[str, int]:
-        """Engine calls and the largest batch: shows whether dynamic batching happened."""
-        return dict(self._stats)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
-    async def generate_batch(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        self._count(len(requests))
-        # Off the event loop, so the replica keeps accepting (and batching) requests.
-        results = await asyncio.to_thread(self.engine.generate, requests)
-        if len(results) != len(requests):  # never let a request hang on a short answer
-            return [ChatResult(id=r.id, error="engine lost the result", error_kind="engine") for r in requests]
-        return results
+        self._init_batching(batching, max_batch_size, batch_wait_timeout_s)
 
 
 api = FastAPI(title="mnemoray LLM endpoint")

@@ -17,6 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from mnemoray.config.service import MemoryServiceConfig
+from mnemoray.distributed.serve.batched_engine import BatchedEngine
 from mnemoray.llm.types import ChatRequest, ChatResult
 from mnemoray.service.batching import PrimedEmbedder, QueryBatcher
 from mnemoray.service.schemas import ServiceError
@@ -94,7 +95,7 @@ def remote_embedder(handle: DeploymentHandle) -> PrimedEmbedder:
 
 # -- memory model ----------------------------------------------------------------------
 @serve.deployment
-class MemoryModel:
+class MemoryModel(BatchedEngine):
     """One engine (from an engine config) per replica; requests grouped by `@serve.batch`."""
 
     def __init__(self, engine_cfg: dict[str, Any], batching: bool, max_batch_size: int, wait_s: float) -> None:
@@ -102,23 +103,7 @@ class MemoryModel:
         from mnemoray.llm.registry import build_engine
 
         self.engine = build_engine(EngineConfig.model_validate(engine_cfg))
-        self.batching = batching
-        self._one_at_a_time = asyncio.Lock()
-        self.generate_batch.set_max_batch_size(max_batch_size)
-        self.generate_batch.set_batch_wait_timeout_s(wait_s)
-
-    async def generate(self, request: ChatRequest) -> ChatResult:
-        if self.batching:
-            return await self.generate_batch(request)
-        async with self._one_at_a_time:
-            return (await asyncio.to_thread(self.engine.generate, [request]))[0]
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
-    async def generate_batch(self, requests: list[ChatRequest]) -> list[ChatResult]:
-        results = await asyncio.to_thread(self.engine.generate, requests)
-        if len(results) != len(requests):
-            return [ChatResult(id=r.id, error="engine lost the result", error_kind="engine") for r in requests]
-        return results
+        self._init_batching(batching, max_batch_size, wait_s)
 
 
 class HandleEngine:
