@@ -14,11 +14,15 @@ Modes: `tensors` pushes a dict of torch tensors, which Ray pickles in-band (a co
 a bytes buffer on put, another on every engine's get): the push before packing;
 `packed` is `push_weights` as it is now (`mnemoray.rl.weights.pack_weights`: numpy arrays,
 one copy into the object store, engines read them in place); `zero-copy` is `tensors`
-with RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1. `--serializer all` (default) runs each mode in
-its own child process (the flag is read when ray is imported), side by side.
+with RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1; `broadcast` is `rollout.weight_sync: broadcast`
+(`mnemoray.distributed.actors.weight_sync.BroadcastSync`: a gloo group of this process as
+rank 0 and the engines, byte buckets of `--bucket-mb`, each engine loading what it received).
+`--serializer all` (default) runs each mode in its own child process (the flag is read when
+ray is imported), side by side.
 
     python benchmarks/weight_sync.py [--quick] [--sizes 0.5M,10M,50M,100M] [--engines 1,2] [--repeats 5]
-                                     [--serializer all|tensors|packed|zero-copy] [--cache DIR]
+                                     [--serializer all|tensors|packed|zero-copy|broadcast] [--bucket-mb 256]
+                                     [--cache DIR]
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MODES = ("tensors", "packed", "zero-copy")
+MODES = ("tensors", "packed", "zero-copy", "broadcast")
 
 # hidden, layers, intermediate, attention heads, kv heads (head dim 64); None = the tiny test model
 SHAPES: dict[str, tuple[int, int, int, int, int] | None] = {
@@ -105,21 +109,26 @@ def push_tensors(actors: list, state: dict, version: int) -> object:
     return ref
 
 
-def bench_size(size: str, model_path: Path, engines: int, repeats: int, mode: str) -> dict:
+def bench_size(size: str, model_path: Path, engines: int, repeats: int, mode: str, bucket_mb: float = 256) -> dict:
     import ray
     import torch
 
     from mnemoray.distributed.actors.rollout import push_weights, start_rollout_actors
+    from mnemoray.distributed.actors.weight_sync import BroadcastSync
     from mnemoray.rl.weights import pack_weights
 
-    push = push_weights if mode == "packed" else push_tensors
-    payload = pack_weights if mode == "packed" else dict
+    payload = pack_weights if mode in ("packed", "broadcast") else dict
 
     model, state, params, nbytes = policy_state(model_path)
     started = start_rollout_actors(engines, "hf", str(model_path), num_cpus=1, num_gpus=0, device="cpu",
                                    dtype="float32")
     # newer versions also return the engines' placement group (to release when done)
     actors, group = started if isinstance(started, tuple) else (started, None)
+    sync = BroadcastSync(actors, device="cpu", bucket_mb=bucket_mb) if mode == "broadcast" else None
+    push = push_weights if mode == "packed" else push_tensors
+    if sync is not None:
+        def push(actors: list, state: dict, version: int) -> object:  # push_weights' shape
+            return sync.push(state, version)
     try:
         ray.get([a.version.remote() for a in actors])  # engines loaded
         push(actors, state, 1)  # warm-up: object store, first deserialization
@@ -141,7 +150,11 @@ def bench_size(size: str, model_path: Path, engines: int, repeats: int, mode: st
             got = ray.get([a.version.remote() for a in actors])
             if got != [version] * engines:
                 raise RuntimeError(f"{size}: engines report versions {got}, expected {version}")
+        if sync is not None and (sync.builds, sync.fallbacks) != (1, 0):
+            raise RuntimeError(f"{size}: broadcast group built {sync.builds}x, {sync.fallbacks} fallbacks")
     finally:
+        if sync is not None:
+            sync.close()
         for a in actors:
             ray.kill(a, no_restart=True)
         if group is not None:
@@ -169,7 +182,7 @@ def child(args: argparse.Namespace) -> None:
     try:
         for size in args.sizes:
             for engines in args.engines:
-                row = bench_size(size, paths[size], engines, args.repeats, args.mode)
+                row = bench_size(size, paths[size], engines, args.repeats, args.mode, args.bucket_mb)
                 print("ROW " + json.dumps({**row, "serializer": args.mode}), flush=True)
     finally:
         ray.shutdown()
@@ -182,7 +195,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> list[dict]:
         env[ZERO_COPY_ENV] = "1"
     cmd = [sys.executable, __file__, "--child", "--mode", mode, "--cache", str(args.cache),
            "--sizes", ",".join(args.sizes), "--engines", ",".join(map(str, args.engines)),
-           "--repeats", str(args.repeats)]
+           "--repeats", str(args.repeats), "--bucket-mb", str(args.bucket_mb)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -197,7 +210,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed pushes per setting (median; default 5)")
     parser.add_argument("--serializer", choices=("all", *MODES), default="all",
                         help=f"tensors (a dict of torch tensors, Ray's default pickling), packed (push_weights: "
-                             f"numpy arrays, read in place), zero-copy (tensors with {ZERO_COPY_ENV}=1), or all")
+                             f"numpy arrays, read in place), zero-copy (tensors with {ZERO_COPY_ENV}=1), broadcast "
+                             f"(rollout.weight_sync: broadcast, gloo), or all")
+    parser.add_argument("--bucket-mb", type=float, default=256.0,
+                        help="broadcast: bucket size (rollout.sync_bucket_mb)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "mnemoray-bench-weights",
                         help="where the random checkpoints are built once")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -221,25 +237,28 @@ def main() -> None:
     rows = [r for mode in modes for r in run_mode(args, mode)]
 
     print(f"{'serializer':>10} {'size':>5} {'params':>11} {'MB':>7} {'engines':>7} {'put s':>7} {'push s':>7} "
-          f"{'load s':>7} {'MB/s':>7} {'s/engine':>8} {'vs 1 eng':>8} {'vs tensors':>10} {'min put':>7} "
-          f"{'min push':>8} {'push runs s':>28}")
+          f"{'load s':>7} {'MB/s':>7} {'s/engine':>8} {'vs 1 eng':>8} {'vs tensors':>10} {'vs packed':>9} "
+          f"{'min put':>7} {'min push':>8} {'push runs s':>28}")
     by_key = {(r["serializer"], r["size"], r["engines"]): r for r in rows}
     for r in rows:
         one = by_key.get((r["serializer"], r["size"], 1))
         ref = by_key.get(("tensors", r["size"], r["engines"]))
         vs_one = f"{r['push_s'] / one['push_s']:.2f}x" if one else "-"
         vs_default = f"{ref['push_s'] / r['push_s']:.2f}x" if ref and r["serializer"] != "tensors" else "-"
+        packed = by_key.get(("packed", r["size"], r["engines"]))
+        vs_packed = f"{packed['push_s'] / r['push_s']:.2f}x" if packed and r["serializer"] != "packed" else "-"
         runs = ",".join(f"{x:.3f}" for x in r["pushes"])
         print(f"{r['serializer']:>10} {r['size']:>5} {r['params']:>11,} {r['mb']:>7.1f} {r['engines']:>7} "
               f"{r['put_s']:>7.3f} {r['push_s']:>7.3f} {r['load_s']:>7.3f} "
               f"{r['mb'] * r['engines'] / r['push_s']:>7.0f} {r['push_s'] / r['engines']:>8.3f} {vs_one:>8} "
-              f"{vs_default:>10} {min(r['puts']):>7.3f} {min(r['pushes']):>8.3f} {runs:>28}")
+              f"{vs_default:>10} {vs_packed:>9} {min(r['puts']):>7.3f} {min(r['pushes']):>8.3f} {runs:>28}")
     print("   params: unique parameters (tied embeddings once); MB: fp32 bytes of the pushed state dict (the tied")
     print("   lm_head is a second name for the embeddings); put s: ray.put of the dict alone; push s: push_weights")
     print("   (put + every engine's load_weights, engines in parallel); MB/s = MB x engines / push s (weights")
     print("   delivered into engines per second); s/engine = push s / engines; vs 1 eng = push time / the 1-engine")
-    print("   push of that size; vs tensors = the tensors push time / this one (> 1: faster); min put / min push:")
-    print("   fastest of the repeats (the least disturbed by other processes); load s = min push - min put")
+    print("   push of that size; vs tensors / vs packed = that mode's push time / this one (> 1: faster);")
+    print("   min put / min push: fastest of the repeats (the least disturbed by other processes);")
+    print("   load s = min push - min put")
     print(f"   load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (other processes skew wall times)")
 
 

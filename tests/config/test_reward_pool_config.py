@@ -58,3 +58,13 @@ def test_colocated_rollouts_need_whole_weights_on_rank_zero():
     with pytest.raises(ConfigError, match=r"rollout.colocate needs whole weights on rank 0: deepspeed.zero_stage"):
         load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml",
                     ["rollout.colocate=true", "deepspeed.zero_stage=3"])
+
+
+def test_weight_sync_is_named_and_refused_with_colocation():
+    cfg = load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml", ["rollout.weight_sync=broadcast"])
+    assert cfg.rollout.weight_sync == "broadcast" and cfg.rollout.sync_bucket_mb == 256
+    with pytest.raises(ConfigError, match=r"rollout.colocate syncs no weights: drop rollout.weight_sync"):
+        load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml",
+                    ["rollout.colocate=true", "rollout.weight_sync=broadcast"])
+    with pytest.raises(ConfigError, match=r"weight_sync"):
+        load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml", ["rollout.weight_sync=nccl"])

@@ -60,6 +60,11 @@ class RolloutConfig(StrictModel):
     colocate: bool = Field(
         False, description="sample with the policy's own DeepSpeed module on rank 0 (verl's hybrid engine, TRL's "
         "layout): no rollout actors and no weight sync; hf sampler, ZeRO 0-2; best with one policy worker")
+    weight_sync: Literal["object_store", "broadcast"] = Field(
+        "object_store", description="how new weights reach the engines each step: one copy through Ray's object "
+        "store, or a broadcast from the policy's rank 0 over a group of its own (gloo on CPU, NCCL on GPU)")
+    sync_bucket_mb: float = Field(256.0, gt=0, description="broadcast: tensors travel in byte buckets of this size")
+    sync_timeout_s: float = Field(300.0, gt=0, description="broadcast: how long a member waits for the others")
     cpus_per_engine: float = Field(0.5, gt=0)
     gpus_per_engine: float = Field(0.0, ge=0)
     device: str = "cpu"
@@ -146,6 +151,9 @@ class GRPOConfig(TrainRun):
             if self.deepspeed.zero_stage == 3:
                 raise ValueError("rollout.colocate needs whole weights on rank 0: deepspeed.zero_stage 0, 1 or 2, "
                                  "not 3 (or set rollout.colocate: false and use rollout engines)")
+            if self.rollout.weight_sync != "object_store":
+                raise ValueError(f"rollout.colocate syncs no weights: drop rollout.weight_sync "
+                                 f"({self.rollout.weight_sync!r}) or set rollout.colocate: false")
         return self
 
     @model_validator(mode="after")

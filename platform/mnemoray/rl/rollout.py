@@ -2,9 +2,11 @@
 
 A sampler is the model half of a rollout engine: `generate(prompts, n, ...)` and
 `load_weights(state_dict, version)`, so the policy workers can push each update to it.
-The `hf` sampler runs transformers' `generate` (CPU or one GPU); a vLLM sampler plugs
-into the same registry (`ROLLOUTS`) for GPU clusters. Sampling is seeded per call so a run
-is reproducible for a seed (on the same hardware and batch).
+The `hf` sampler runs transformers' `generate` (CPU or one GPU); the `vllm` sampler
+(`rl/vllm_rollout.py`) plugs into the same registry (`ROLLOUTS`) for GPU clusters. Both
+tokenise prompts with the functions below, so their prompt ids are the ones the trainer
+scores. Sampling is seeded per call so a run is reproducible for a seed (on the same
+hardware and batch).
 """
 
 from __future__ import annotations
@@ -30,6 +32,28 @@ class PromptInput:
     messages: tuple[Mapping[str, str], ...]
 
 
+def load_tokenizer(model_path: str) -> Any:
+    """The policy's tokenizer, padding on the left (batched `generate` appends on the right)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def chat_prompt_ids(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[int]:
+    """A prompt as the policy sees it: its chat template with the generation prompt, as ids."""
+    ids = tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
+
+
+def eos_ids(eos: int | Sequence[int] | None, tokenizer: Any) -> set[int]:
+    """The tokens that end a response: the generation config's eos id(s), else the tokenizer's."""
+    return {eos} if isinstance(eos, int) else set(eos or [tokenizer.eos_token_id])
+
+
 class HFSampler:
     """transformers `generate` with sampling; weights replaced in place by `load_weights`."""
 
@@ -40,22 +64,18 @@ class HFSampler:
         """`model`: sample with this already loaded model (the policy's own, when colocated)
         instead of loading one from `model_path` (which still gives the tokenizer)."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         self.model_path = model_path
         self.device = device
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(model_path)
         if model is None:
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(device)
             model.eval()
         self.model = model
         self.version = 0
-        eos = self.model.generation_config.eos_token_id
-        self.eos_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
+        self.eos_ids = eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
 
     def load_weights(self, state: Mapping[str, Any], version: int) -> int:
         """Copy a full state dict (names as the policy's `state_dict()`) into the model."""
@@ -68,9 +88,7 @@ class HFSampler:
         return version
 
     def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template([dict(m) for m in messages], add_generation_prompt=True,
-                                                 tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
+        return chat_prompt_ids(self.tokenizer, messages)
 
     def generate(self, prompts: Sequence[PromptInput], settings: SamplingSettings, seed: int) -> list[Rollout]:
         """settings.n rollouts per prompt, prompt by prompt in order, samples 0..n-1."""
@@ -108,4 +126,4 @@ class HFSampler:
         return out
 
 
-__all__ = ["HFSampler", "PromptInput", "SamplingSettings"]
+__all__ = ["HFSampler", "PromptInput", "SamplingSettings", "chat_prompt_ids", "eos_ids", "load_tokenizer"]

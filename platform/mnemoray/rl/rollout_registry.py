@@ -7,6 +7,7 @@ order) and `load_weights(state_dict, version)`; see `rl/rollout.py:HFSampler`.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +21,20 @@ class SamplerSpec:
     description: str
     requires: str | None = None  # the optional package it needs
 
+    def missing(self) -> str | None:
+        """Why this sampler cannot run here (its package is not installed), or None."""
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            return (f"rollout engine '{self.name}' needs the '{self.requires}' package installed "
+                    f"(GPU: pip install 'mnemoray[gpu]'); use one of {ROLLOUTS.names(requires=None)} otherwise")
+        return None
+
 
 ROLLOUTS: Registry[SamplerSpec] = Registry("rollout engine")
 ROLLOUTS.register(SamplerSpec("hf", "mnemoray.rl.rollout:HFSampler",
                               "transformers generate with sampling (CPU or one GPU); weights pushed in place"))
+ROLLOUTS.register(SamplerSpec("vllm", "mnemoray.rl.vllm_rollout:VLLMSampler",
+                              "in-process vLLM (one GPU); weights pushed in place through a worker extension",
+                              requires="vllm"))
 
 
 def build_sampler(name: str, model_path: str, **kwargs: Any) -> Any:

@@ -27,15 +27,18 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def full_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[str, Any] | None:
-    """The whole model's weights on rank 0 (None elsewhere); collective under ZeRO-3."""
+def full_state_dict(engine: Any, zero_stage: int, rank: int, to_cpu: bool = True) -> dict[str, Any] | None:
+    """The whole model's weights on rank 0 (None elsewhere); collective under ZeRO-3.
+    `to_cpu=False` (ZeRO 0-2): the module's own tensors where they are (a GPU broadcast sends them)."""
     model = engine.module
     if zero_stage == 3:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
             return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if rank == 0 else None
-    return {k: v.detach().cpu() for k, v in model.state_dict().items()} if rank == 0 else None
+    if rank != 0:
+        return None
+    return {k: v.detach().cpu() if to_cpu else v.detach() for k, v in model.state_dict().items()}
 
 
 def export_hf(engine: Any, zero_stage: int, rank: int, source_model: str | Path, out_dir: Path) -> Path | None:

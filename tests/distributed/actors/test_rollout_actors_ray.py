@@ -63,3 +63,70 @@ def test_restarted_engine_is_resynced_before_sampling(ray_local, tiny_cache: Pat
         for engine in engines:
             ray.kill(engine)
         release(group)
+
+
+def test_broadcast_sync_delivers_the_weights_and_survives_engine_crashes(ray_local, tiny_cache: Path):
+    """The gloo weight group: engines sample exactly as after an object-store push; a crashed
+    engine between steps makes the next push rebuild the group; a crash in the middle of a
+    broadcast sends that step through the object store; a restarted engine re-syncs lazily."""
+    import ray
+
+    from mnemoray.distributed.actors.rollout import generate_split, push_weights, start_rollout_actors
+    from mnemoray.distributed.actors.weight_sync import BroadcastSync
+    from mnemoray.distributed.placement import release
+    from mnemoray.llm.tiny import ensure_tiny
+
+    model_path = ensure_tiny(tiny_cache, arch="qwen2", seed=0)
+    engines, group = start_rollout_actors(3, "hf", str(model_path), num_cpus=0.25, num_gpus=0, device="cpu",
+                                          dtype="float32")
+    sync = BroadcastSync(engines, device="cpu", bucket_mb=0.05, timeout_s=60)  # small buckets: several sends
+    try:
+        state = perturbed(model_path)
+        push_weights(engines[2:], state, version=1)  # the reference: object store
+        sync.push(state, version=1)
+        assert sync.builds == 1 and sync.fallbacks == 0
+        assert ray.get([e.version.remote() for e in engines]) == [1, 1, 1]
+        assert ray.get([e.weight_group.remote() for e in engines[:2]]) == [sync.group.group_id] * 2
+        texts = [[r.text for r in ray.get(e.generate.remote(PROMPTS, SETTINGS, 5, 1))] for e in engines]
+        assert texts[0] == texts[1] == texts[2]
+
+        def crash(engine) -> None:
+            pid = ray.get(engine.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            assert ray.get(engine.pid.remote()) != pid  # restarted, out of the group, initial weights
+
+        crash(engines[1])
+        first_group = sync.group.group_id
+        sync.push(state, version=2)
+        assert sync.builds == 2 and sync.fallbacks == 0 and sync.group.group_id != first_group
+        assert ray.get([e.version.remote() for e in engines]) == [2, 2, 2]
+
+        # a crash after the group is checked and before the broadcast: that step falls back
+        ensure = sync._ensure_group
+
+        def ensure_then_crash():
+            got = ensure()
+            crash(engines[0])
+            return got
+
+        sync._ensure_group = ensure_then_crash
+        sync.push(state, version=3)
+        sync._ensure_group = ensure
+        assert sync.fallbacks == 1
+        assert ray.get([e.version.remote() for e in engines]) == [3, 3, 3]
+        again = [[r.text for r in ray.get(e.generate.remote(PROMPTS, SETTINGS, 5, 3))] for e in engines]
+        assert again == texts
+        resync = sync.push(state, version=4)  # the next step builds a fresh group again
+        assert sync.builds == 3 and sync.fallbacks == 1
+        before = generate_split(engines, PROMPTS, SETTINGS, seed=5, version=4, weights=resync)
+
+        # an engine that restarts after the push is re-synced from a copy made only then
+        crash(engines[2])
+        after = generate_split(engines, PROMPTS, SETTINGS, seed=5, version=4, weights=resync)
+        assert ray.get(engines[2].version.remote()) == 4
+        assert [r.text for r in after] == [r.text for r in before]
+    finally:
+        sync.close()
+        for engine in engines:
+            ray.kill(engine)
+        release(group)

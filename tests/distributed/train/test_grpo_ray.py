@@ -123,31 +123,42 @@ def test_custom_reward_function_from_a_file(ray_local, tmp_path: Path, tiny_cach
     assert "reward_mean" in (result.run_dir / "report.md").read_text()
 
 
-def test_colocated_rollouts_train_exactly_as_a_rollout_engine_does(ray_local, tmp_path: Path, tiny_cache: Path):
-    """rollout.colocate: rank 0 samples with its own DeepSpeed module. No rollout actor, no
-    weight sync, and (same seed, same weights, one torch thread each) the same rollouts, so
-    the same rewards and losses step by step as a run with a rollout engine actor."""
+def test_colocated_and_broadcast_rollouts_train_exactly_as_an_object_store_engine(ray_local, tmp_path: Path,
+                                                                                  tiny_cache: Path):
+    """Three ways the sampler gets the policy's weights, the same rollouts (same seed, same
+    weights, one torch thread each), so the same rewards and losses step by step:
+    - `engine`: a rollout engine actor, weights through the object store (the default);
+    - `broadcast`: a rollout engine actor, weights broadcast over a gloo group from rank 0;
+    - `colocated`: rank 0 samples with its own DeepSpeed module; no actor, no weight sync."""
     from mnemoray.distributed.train.grpo import run_grpo
 
     runs = {}
     # the colocated run also uses ZeRO-0, whose single rank skips the gradient all-reduce: the
     # same updates as ZeRO-2 (up to float rounding)
-    for name, colocate, zero in (("engine", "false", 2), ("colocated", "true", 0)):
+    for name, colocate, zero, sync in (("engine", "false", 2, "object_store"), ("broadcast", "false", 2, "broadcast"),
+                                       ("colocated", "true", 0, "object_store")):
         cfg = _cfg(tmp_path, tiny_cache, name, "schedule.steps=2", "ray.workers=1", f"rollout.colocate={colocate}",
-                   "algorithm.kl_coef=0.01", f"deepspeed.zero_stage={zero}")
+                   "algorithm.kl_coef=0.01", f"deepspeed.zero_stage={zero}", f"rollout.weight_sync={sync}")
         result = run_grpo(cfg)
         assert result.error is None, result.error
         runs[name] = (_records(result.run_dir), _events(result.run_dir))
-    (engine, _), (colocated, events) = runs["engine"], runs["colocated"]
-    assert [r["step"] for r in colocated] == [1, 2]
-    for a, b in zip(engine, colocated):
-        for key in ("reward_mean", "reward_std", "response_len_mean", "loss", "kl"):
-            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-8), (a["step"], key)
+    engine = runs["engine"][0]
+    for other in ("broadcast", "colocated"):
+        records = runs[other][0]
+        assert [r["step"] for r in records] == [1, 2]
+        for a, b in zip(engine, records):
+            for key in ("reward_mean", "reward_std", "response_len_mean", "loss", "kl"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-8), (other, a["step"], key)
+    events = runs["colocated"][1]
     (placement,) = [e for e in events if e["event"] == "placement"]
     (start,) = [e for e in events if e["event"] == "start"]
     assert start["engine"]["zero_stage"] == 0 and start["engine"]["backward_allreduce"] is False
     assert placement["rollout"] == [] and placement["colocated"] is True
-    assert all(r["timing"]["sync_s"] < 0.01 for r in colocated)  # nothing pushed
+    assert all(r["timing"]["sync_s"] < 0.01 for r in runs["colocated"][0])  # nothing pushed
+    (placement,) = [e for e in runs["broadcast"][1] if e["event"] == "placement"]
+    (synced,) = [e for e in runs["broadcast"][1] if e["event"] == "weight_sync"]
+    assert placement["weight_sync"] == "broadcast" and len(placement["rollout"]) == 1
+    assert synced == {**synced, "method": "broadcast", "groups_built": 1, "fallbacks": 0}
 
 
 def test_dualmem_trajectories_train_through_the_pool(ray_local, tmp_path: Path, tiny_cache: Path, fault_server):

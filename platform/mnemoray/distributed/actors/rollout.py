@@ -1,5 +1,6 @@
 """Rollout engines as Ray actors: a sampler (`mnemoray.rl.rollout`) that the policy
-workers push new weights to after every update."""
+workers push new weights to after every update: through the object store, or broadcast
+over a weight group (`rl/weight_group.py`; `distributed/actors/weight_sync.py` drives it)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ class StaleWeights(RuntimeError):
     """A rollout engine asked for rollouts of a weight version it does not hold."""
 
 
+class NotInGroup(RuntimeError):
+    """A rollout engine asked to receive over a weight group it is not a member of (it
+    restarted since the group was built, or the group was rebuilt without it)."""
+
+
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class RolloutActor:
     def __init__(self, engine: str, model_path: str, device: str, dtype: str, torch_threads: Threads,
@@ -32,6 +38,43 @@ class RolloutActor:
         self.threads = phase_threads(torch_threads, cpus, peers, machine_cores())
         set_torch_threads(self.threads)
         self.sampler = build_sampler(engine, model_path, device=device, dtype=dtype)
+        self.device = device
+        self.group: Any = None
+
+    def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str,
+                          group_id: str, timeout_s: float) -> str:
+        """Blocks until every member (rank 0: the policy's rank 0) has joined."""
+        from mnemoray.rl.weight_group import WeightGroup
+
+        self.leave_weight_group()
+        if backend == "nccl":
+            import torch
+
+            device = torch.device(self.device)
+            if device.index is not None:  # "cuda": the one GPU Ray gave this actor, already current
+                torch.cuda.set_device(device)
+        self.group = WeightGroup(host, port, rank, world_size, backend, group_id, timeout_s)
+        return group_id
+
+    def weight_group(self) -> str | None:
+        return None if self.group is None else self.group.group_id
+
+    def leave_weight_group(self) -> None:
+        if self.group is not None:
+            self.group.close()
+            self.group = None
+
+    def receive_weights(self, layout: Any, version: int, group_id: str) -> int:
+        """The weights rank 0 broadcasts over `group_id`, loaded into the sampler. A failed
+        receive leaves the group (its peers then fail fast instead of waiting)."""
+        if self.group is None or self.group.group_id != group_id:
+            raise NotInGroup(f"engine is in weight group {self.weight_group()!r}, not {group_id!r}")
+        try:
+            state = self.group.receive(layout)
+        except Exception:
+            self.leave_weight_group()
+            raise
+        return self.sampler.load_weights(state, version)
 
     def load_weights(self, state: PackedWeights | Mapping[str, Any], version: int) -> int:
         return self.sampler.load_weights(unpack_weights(state), version)
@@ -85,8 +128,9 @@ def generate_split(actors: Sequence[Any], prompts: Sequence[PromptInput], settin
     """Prompts dealt round-robin over the engines; rollouts back in prompt order.
 
     An engine that restarted since the last push (it holds the initial weights) gets
-    `weights` (the ref `push_weights` returned; None = the initial weights, version 0)
-    again and its share is sampled again, so no rollout comes from a stale policy.
+    `weights` (the ref `push_weights` returned, or a function that makes one; None = the
+    initial weights, version 0) again and its share is sampled again, so no rollout comes
+    from a stale policy.
     """
     parts = [list(prompts[i :: len(actors)]) for i in range(len(actors))]
     by_prompt: dict[str, list[Rollout]] = {}
@@ -98,7 +142,7 @@ def generate_split(actors: Sequence[Any], prompts: Sequence[PromptInput], settin
         except ray.exceptions.RayTaskError as err:
             if not isinstance(err.cause, StaleWeights) or weights is None:
                 raise
-            ray.get(actors[i].load_weights.remote(weights, version))
+            ray.get(actors[i].load_weights.remote(weights() if callable(weights) else weights, version))
             result = ray.get(actors[i].generate.remote(parts[i], settings, seed + 1000 * i, version))
         for r in result:
             by_prompt.setdefault(r.prompt_id, []).append(r)

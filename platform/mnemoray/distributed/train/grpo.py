@@ -32,7 +32,8 @@ from typing import Any
 
 from mnemoray.config.grpo import GRPOConfig
 from mnemoray.distributed.actors.reward_pool import RewardPool
-from mnemoray.distributed.actors.rollout import generate_split, push_weights, start_rollout_actors
+from mnemoray.distributed.actors.rollout import generate_split, start_rollout_actors
+from mnemoray.distributed.actors.weight_sync import weight_sync_for
 from mnemoray.distributed.placement import current_node, release
 from mnemoray.distributed.train.sft import RayCheckpoints, copy_export
 from mnemoray.registry import load_target
@@ -40,6 +41,7 @@ from mnemoray.rl.collect import Collector, Generate, Score, StepBatch, padded, r
 from mnemoray.rl.environments import ENVIRONMENTS, RLPrompt
 from mnemoray.rl.losses import GRPOLossConfig
 from mnemoray.rl.rollout import PromptInput, SamplingSettings
+from mnemoray.rl.rollout_registry import ROLLOUTS
 
 STATE_KEY = "mnemoray_grpo"
 DS_TAG = "deepspeed"
@@ -268,6 +270,11 @@ def _worker_entry(config: dict[str, Any]) -> None:
         from mnemoray.rl.rollout import HFSampler
 
         sampler = HFSampler(model_path, device=cfg.rollout.device, model=engine.module)
+    weight_sync = None
+    if rank == 0 and not colocated:
+        ro = cfg.rollout
+        weight_sync = weight_sync_for(ro.weight_sync, engines, device=ro.device, bucket_mb=ro.sync_bucket_mb,
+                                      timeout_s=ro.sync_timeout_s)
     state = {"step": 0}
     with io.resume_dir() as ckpt:
         if ckpt is not None:
@@ -277,7 +284,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
     policy_nodes, policy_threads_ = zip(*_gather((current_node(), threads)))
     if rank == 0:
         log.event("placement", policy=list(policy_nodes), rollout=ray.get([e.node.remote() for e in engines]),
-                  reward=pool.nodes(), colocated=colocated)
+                  reward=pool.nodes(), colocated=colocated, weight_sync=None if colocated else cfg.rollout.weight_sync)
         log.event("threads", policy=list(policy_threads_),
                   rollout=ray.get([e.torch_threads.remote() for e in engines]))
     plan = UpdatePlan(
@@ -294,8 +301,9 @@ def _worker_entry(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         synced = None
         if not colocated:
-            state_dict = full_state_dict(engine, cfg.deepspeed.zero_stage, rank)  # collective under ZeRO-3
-            synced = push_weights(engines, state_dict, step - 1) if rank == 0 else None
+            state_dict = full_state_dict(engine, cfg.deepspeed.zero_stage, rank,  # collective under ZeRO-3
+                                         to_cpu=not (weight_sync and weight_sync.on_device))
+            synced = weight_sync.push(state_dict, step - 1) if rank == 0 else None
             del state_dict
         timing["sync_s"] = time.perf_counter() - t0
         # 2. rollouts and rewards, on the controller (rank 0), then shared with every rank
@@ -352,6 +360,10 @@ def _worker_entry(config: dict[str, Any]) -> None:
                 log.event("checkpoint", step=step)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+    if weight_sync is not None:
+        log.event("weight_sync", method=weight_sync.name, groups_built=weight_sync.builds,
+                  fallbacks=weight_sync.fallbacks)
+        weight_sync.close()
     log.event("finished", step=sched.steps)
 
 
@@ -410,6 +422,9 @@ def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
 
     from mnemoray.distributed.runtime import ray_session
 
+    missing = None if cfg.rollout.colocate else ROLLOUTS.spec(cfg.rollout.engine).missing()
+    if missing:
+        raise RuntimeError(missing)  # before Ray starts, not when the first engine actor is built
     prompts, errors = load_run_data(cfg)  # fails before Ray starts on a bad file
     cfg = cfg.model_copy(update={"out": cfg.out.expanduser().resolve()})
     run_dir = cfg.run_dir
