@@ -313,7 +313,8 @@ def _worker_entry(config: dict[str, Any]) -> None:
                         else functools.partial(timed_generate, engines, timing, step - 1, synced))
             score_items = functools.partial(timed_score, pool, timing)
             payload = (collector.collect(step, generate, score_items), timing)
-        del synced
+            del generate  # it holds `synced`, which may hold the gathered weights (on the GPU with NCCL)
+        del synced  # before the update: nothing keeps a second full copy of the weights alive
         collected, shared_timing = _broadcast(payload, rank)
         timing.update({k: v for k, v in shared_timing.items() if k not in timing})
         # 3. the collector's samples and advantages, padded to the update's fixed size; this rank's share
