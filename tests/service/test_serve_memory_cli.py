@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
+
+import pytest
 from typer.testing import CliRunner
 
 from mnemoray.cli.main import app
@@ -23,3 +26,27 @@ def test_bad_config_keys_are_named(tmp_path, monkeypatch):
     assert result.exit_code != 0
     for key in ("memory.name", "max_body_bytes", "store.num_replicas"):
         assert key in result.output, result.output
+
+
+def _ray_serve_llm_service(tmp_path, engine_yaml: str):
+    (tmp_path / "llm.yaml").write_text(engine_yaml)
+    cfg = tmp_path / "memory.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\nllm: {tmp_path / 'llm.yaml'}\nmodel: {{serving: ray_serve_llm}}\n")
+    return cfg
+
+
+def test_ray_serve_llm_serving_of_a_non_vllm_engine_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNEMORAY_ADMIN_KEY", "x" * 20)
+    cfg = _ray_serve_llm_service(tmp_path, "engine: openai\nmodel: m\nbase_url: http://127.0.0.1:9/v1\n")
+    result = CliRunner().invoke(app, ["serve", "memory", "--config", str(cfg)])
+    assert result.exit_code != 0
+    assert "ray_serve_llm" in result.output and "'openai'" in result.output and "llm.yaml" in result.output
+
+
+@pytest.mark.skipif(find_spec("vllm") is not None, reason="vllm is installed here")
+def test_ray_serve_llm_serving_without_vllm_is_refused_naming_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNEMORAY_ADMIN_KEY", "x" * 20)
+    cfg = _ray_serve_llm_service(tmp_path, "engine: vllm\nmodel: /models/m\n")
+    result = CliRunner().invoke(app, ["serve", "memory", "--config", str(cfg)])
+    assert result.exit_code != 0
+    assert "'vllm' package" in result.output, result.output

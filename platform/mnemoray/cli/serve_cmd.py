@@ -90,11 +90,13 @@ def memory(
     if host is not None:
         extra.append(f"host={host}")
     cfg = load_config(MemoryServiceConfig, config, extra)
+    from mnemoray.distributed.serve.memory_app import check_memory_model, serve_memory_until_stopped
+
     try:
         load_admin_key(cfg.admin_key_file)
-    except ValueError as err:
+        check_memory_model(cfg)
+    except (ValueError, RuntimeError) as err:
         fail(str(err))
-    from mnemoray.distributed.serve.memory_app import serve_memory_until_stopped
 
     serve_memory_until_stopped(cfg, address, ready=lambda url: typer.echo(
         f"memory service ({cfg.memory.name} for new tenants) at {url}; data in {cfg.data_dir} (Ctrl-C to stop)"))

@@ -65,6 +65,10 @@ class EmbedderSettings(BatchSettings):
 
 
 class ModelSettings(BatchSettings):
+    serving: Literal["engine", "ray_serve_llm"] = Field(
+        "engine", description="engine: the `llm:` engine inside the MemoryModel deployment, requests grouped by "
+        "@serve.batch; ray_serve_llm (an `engine: vllm` config): ray.serve.llm's LLMServer deployment "
+        "(vLLM, continuous batching) answers them")
     max_batch_size: int = Field(16, ge=1)
     batch_wait_timeout_s: float = Field(0.05, ge=0)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)

@@ -165,26 +165,36 @@ def require_engine(engine: str) -> None:
         raise RuntimeError(missing)
 
 
-def _build_vllm_app(cfg: LLMAppConfig) -> Any:
-    """`ray.serve.llm`'s OpenAI app over one vLLM model, with the engine defaults every
-    vLLM engine here uses (guided JSON without free whitespace; whole prefills on the CPU
-    build) and, on the CPU build, CPU instead of GPU reservations."""
-    require_engine(cfg.engine)
-    from ray.serve.llm import LLMConfig, build_openai_app
+def vllm_llm_config(model: str, model_id: str, engine_kwargs: dict[str, Any] | None,
+                    deployment_config: dict[str, Any]) -> Any:
+    """`ray.serve.llm`'s LLMConfig for one vLLM model, with the engine defaults every vLLM
+    engine here uses (guided JSON without free whitespace; whole prefills on the CPU build)
+    and, on the CPU build, a CPU instead of a GPU reservation for the engine worker."""
+    require_engine("vllm")
+    from ray.serve.llm import LLMConfig
 
     from mnemoray.llm.vllm_engine import vllm_engine_kwargs, vllm_is_cpu_build
 
-    on_cpu = vllm_is_cpu_build()
-    # The CPU build: the engine worker reserves a CPU, not a GPU, and the ingress (light
-    # HTTP routing) none, so one replica fits a 2-CPU machine next to the engine.
-    placement = {"placement_group_config": {"bundle_per_worker": {"CPU": 1}}} if on_cpu else {}
-    llm_config = LLMConfig(
-        model_loading_config={"model_id": cfg.served_id(), "model_source": cfg.model},
-        engine_kwargs=vllm_engine_kwargs(dict(cfg.engine_kwargs or {}), as_object=True),
-        deployment_config=cfg.replicas(),
+    placement = {"placement_group_config": {"bundle_per_worker": {"CPU": 1}}} if vllm_is_cpu_build() else {}
+    return LLMConfig(
+        model_loading_config={"model_id": model_id, "model_source": model},
+        engine_kwargs=vllm_engine_kwargs(dict(engine_kwargs or {}), as_object=True),
+        deployment_config=deployment_config,
         **placement,
     )
-    ingress = {"ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}} if on_cpu else {}
+
+
+def _build_vllm_app(cfg: LLMAppConfig) -> Any:
+    """`ray.serve.llm`'s OpenAI app over one vLLM model (`vllm_llm_config`)."""
+    require_engine(cfg.engine)
+    from ray.serve.llm import build_openai_app
+
+    from mnemoray.llm.vllm_engine import vllm_is_cpu_build
+
+    llm_config = vllm_llm_config(cfg.model, cfg.served_id(), cfg.engine_kwargs, cfg.replicas())
+    # The CPU build: the ingress (light HTTP routing) reserves no CPU, so one replica fits a
+    # 2-CPU machine next to the engine.
+    ingress = {"ingress_deployment_config": {"ray_actor_options": {"num_cpus": 0}}} if vllm_is_cpu_build() else {}
     return build_openai_app({"llm_configs": [llm_config], **ingress})
 
 

