@@ -432,9 +432,8 @@ def _memory_model(cfg: MemoryServiceConfig, log_calls: bool) -> Any:
                                  {"dtype": engine_cfg["dtype"], **engine_cfg.get("engine_kwargs", {})},
                                  {**_replicas(m.deployment), "max_ongoing_requests": m.deployment.max_ongoing_requests})
     llm = build_llm_deployment(llm_config, name_prefix="memory-")
-    most = m.deployment.autoscaling.max_replicas if m.deployment.autoscaling else m.deployment.num_replicas
-    # one light async replica passes on what every LLMServer replica can take at once
-    thin = DeploymentSettings(num_cpus=0, max_ongoing_requests=m.deployment.max_ongoing_requests * most)
+    # light async replicas, scaled like the LLMServer's, reserving nothing
+    thin = m.deployment.model_copy(update={"num_cpus": 0.0, "num_gpus": 0.0})
     return ServedLLMModel.options(**_options(thin, log_calls)).bind(llm, cfg.model_id)
 
 
