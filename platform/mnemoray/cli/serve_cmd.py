@@ -90,7 +90,8 @@ def memory(
     if host is not None:
         extra.append(f"host={host}")
     cfg = load_config(MemoryServiceConfig, config, extra)
-    from mnemoray.distributed.serve.memory_app import check_memory_model, serve_memory_until_stopped
+    from mnemoray.distributed.serve.memory_app import serve_memory_until_stopped
+    from mnemoray.distributed.serve.memory_model import check_memory_model
 
     try:
         load_admin_key(cfg.admin_key_file)

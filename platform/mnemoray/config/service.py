@@ -8,7 +8,7 @@ replicas or autoscaling; `serve/memory_*.yaml` point Ray's own `serve run/deploy
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -40,6 +40,21 @@ class DeploymentSettings(StrictModel):
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     max_ongoing_requests: int = Field(64, ge=1)
+
+    def replicas(self) -> dict[str, Any]:
+        """How many replicas, as Serve takes it: an autoscaling_config, or a fixed num_replicas."""
+        if self.autoscaling is not None:
+            return {"autoscaling_config": self.autoscaling.model_dump()}
+        return {"num_replicas": self.num_replicas}
+
+    def serve_options(self, access_log: bool = False) -> dict[str, Any]:
+        """The deployment's `.options(...)`."""
+        return {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "logging_config": {"enable_access_log": access_log},
+            **self.replicas(),
+        }
 
 
 class BatchSettings(StrictModel):

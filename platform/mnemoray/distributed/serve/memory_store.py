@@ -1,6 +1,6 @@
 """The memory service's replicas behind the ingress (docs/ARCHITECTURE.md, "Memory service"):
-the sentence encoder (`Embedder`), the memory model (`MemoryModel`, reached by frameworks
-through `HandleEngine`) and the tenants' memories (`MemoryStore`, one write queue per tenant,
+the sentence encoder (`Embedder`), `HandleEngine` (how frameworks reach the memory model of
+`memory_model.py`) and the tenants' memories (`MemoryStore`, one write queue per tenant,
 pending sessions retried). `memory_app.py` holds the FastAPI ingress and builds the app."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from mnemoray.config.service import MemoryServiceConfig
-from mnemoray.distributed.serve.batched_engine import BatchedEngine
 from mnemoray.llm.types import ChatRequest, ChatResult
 from mnemoray.service.batching import PrimedEmbedder, QueryBatcher
 from mnemoray.service.schemas import ServiceError
@@ -93,55 +92,7 @@ def remote_embedder(handle: DeploymentHandle) -> PrimedEmbedder:
                           lambda: handle.dim.remote().result())
 
 
-# -- memory model ----------------------------------------------------------------------
-@serve.deployment
-class MemoryModel(BatchedEngine):
-    """One engine (from an engine config) per replica; requests grouped by `@serve.batch`."""
-
-    def __init__(self, engine_cfg: dict[str, Any], batching: bool, max_batch_size: int, wait_s: float) -> None:
-        from mnemoray.config.llm import EngineConfig
-        from mnemoray.llm.registry import build_engine
-
-        self.engine = build_engine(EngineConfig.model_validate(engine_cfg))
-        self._init_batching(batching, max_batch_size, wait_s)
-
-
-@serve.deployment
-class ServedLLMModel:
-    """The memory model on `ray.serve.llm` (`model.serving: ray_serve_llm`): the same
-    `generate(ChatRequest) -> ChatResult` as MemoryModel, answered by the LLMServer
-    deployment bound to it (vLLM batches concurrent requests itself, so no @serve.batch
-    here). The request is the OpenAI body the `openai` engine sends, so JSON schemas become
-    vLLM's guided decoding; any failure comes back as a typed result, never raised."""
-
-    def __init__(self, llm: DeploymentHandle, model_id: str) -> None:
-        self.llm = llm.options(stream=True)  # LLMServer.chat is an async generator
-        self.model_id = model_id
-        self._stats = {"calls": 0, "requests": 0, "max_batch": 0}
-
-    async def generate(self, request: ChatRequest) -> ChatResult:
-        from ray.serve.llm.openai_api_models import ChatCompletionRequest
-
-        from mnemoray.llm.openai_transport import completion_body, read_completion
-
-        self._stats["calls"] += 1
-        self._stats["requests"] += 1
-        self._stats["max_batch"] = 1
-        try:
-            payload: Any = None
-            async for answer in self.llm.chat.remote(ChatCompletionRequest(**completion_body(self.model_id, request))):
-                payload = answer.model_dump() if hasattr(answer, "model_dump") else answer
-        except Exception as err:  # noqa: BLE001 - a failed replica or a refused request: a typed failure
-            return ChatResult(id=request.id, error=f"{type(err).__name__}: {err}", error_kind="engine")
-        if payload is None:
-            return ChatResult(id=request.id, error="the LLM server sent no answer", error_kind="engine")
-        return read_completion(request.id, payload)
-
-    def batch_stats(self) -> dict[str, int]:
-        """Requests handed on (vLLM's own batching is not visible from here)."""
-        return dict(self._stats)
-
-
+# -- the memory model, seen by frameworks -------------------------------------------
 class HandleEngine:
     """The engine contract over the MemoryModel deployment (for LLM-built frameworks)."""
 
