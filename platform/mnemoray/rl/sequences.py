@@ -41,6 +41,11 @@ class TokenBatch:
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    def to(self, device: Any) -> TokenBatch:
+        """The same batch on `device` (the policy worker's GPU; a no-op where it already is)."""
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device),
+                          {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.extras.items()})
+
 
 def pack(rollouts: Sequence[Rollout], pad_id: int) -> TokenBatch:
     """Right-padded prompt + response tensors with the response positions marked."""

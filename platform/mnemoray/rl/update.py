@@ -40,6 +40,10 @@ class TorchEngine:
     def __call__(self, **inputs: Any) -> Any:
         return self.module(**inputs)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
     def eval(self) -> None:
         self.module.eval()
 
@@ -65,7 +69,7 @@ def chunks(indices: Sequence[int], size: int) -> list[list[int]]:
 
 def select(batch: TokenBatch, rows: Sequence[int]) -> TokenBatch:
     """The given rows, trimmed to the longest one (less padding in each forward pass)."""
-    index = torch.tensor(list(rows), dtype=torch.long)
+    index = torch.tensor(list(rows), dtype=torch.long, device=batch.input_ids.device)
     width = int(batch.attention_mask[index].sum(dim=1).max())
     extras = {k: v[index][..., : width - 1] if v.dim() == 2 else v[index] for k, v in batch.extras.items()}
     return TokenBatch(batch.input_ids[index, :width], batch.attention_mask[index, :width],
@@ -84,7 +88,7 @@ def worker_batch(rollouts: Sequence[Rollout], advantages: Sequence[float], weigh
 @torch.no_grad()
 def score(model: Any, batch: TokenBatch, micro_batch_size: int) -> torch.Tensor:
     """Per-position log-probs [B, L-1] of the batch under `model`, micro-batch by micro-batch."""
-    out = torch.zeros(batch.response_mask.shape, dtype=torch.float32)
+    out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=batch.response_mask.device)
     for rows in chunks(range(len(batch)), micro_batch_size):
         part = select(batch, rows)
         logp, _ = token_logprobs(model, part)

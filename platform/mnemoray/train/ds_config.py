@@ -52,6 +52,23 @@ def deepspeed_config_for(ds: SFTDeepSpeed, opt: SFTOptim, micro_batch_size: int,
     return _merge(conf, copy.deepcopy(ds.extra))
 
 
+def reference_config(ds_conf: dict[str, Any]) -> dict[str, Any]:
+    """The config of a frozen copy of the policy (the KL reference) run as a DeepSpeed engine:
+    the policy's ZeRO stage, dtype, batch sizes and parameter offload, without an optimizer
+    or anything only an optimizer uses."""
+    conf = {k: copy.deepcopy(v) for k, v in ds_conf.items() if k not in ("optimizer", "scheduler", "gradient_clipping")}
+    conf["zero_optimization"].pop("offload_optimizer", None)
+    return conf
+
+
+def compute_dtype(ds_conf: dict[str, Any]) -> str:
+    """The dtype the engine computes in: "bfloat16", "float16" or "float32"."""
+    for key, name in (("bf16", "bfloat16"), ("fp16", "float16")):
+        if ds_conf.get(key, {}).get("enabled"):
+            return name
+    return "float32"
+
+
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
     """Linear warmup to 1, then cosine decay to min_ratio at total_steps (multiplier of the base lr)."""
     if warmup_steps and step < warmup_steps:

@@ -98,7 +98,9 @@ def _all_sum(values: list[float]) -> list[float]:
 
 
 def _forward(engine: Any, batch: dict[str, Any]) -> Any:
-    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "labels", "attention_mask", "position_ids")}
+    # held shards are collated on the CPU; streamed ones arrive on the worker's device (a no-op move)
+    inputs = {k: v.to(engine.device) for k, v in batch.items()
+              if k in ("input_ids", "labels", "attention_mask", "position_ids")}
     # no KV cache: with one, transformers ignores restarting position ids and packed samples would mix
     return engine(**inputs, use_cache=False).loss
 
@@ -132,16 +134,12 @@ def build_engine(cfg: SFTConfig, model_path: str, world_size: int, total: int) -
                            lambda s: lr_factor(s, total, opt.warmup_steps, opt.min_lr_ratio))
 
 
-def build_ds_engine(ds_conf: dict[str, Any], model_path: str, accelerator: str, gradient_checkpointing: bool,
-                    lr_lambda: Any) -> Any:
-    """A DeepSpeed engine over the HF checkpoint at `model_path` (any training stage)."""
-    import deepspeed
+def load_for_deepspeed(ds_conf: dict[str, Any], model_path: str) -> tuple[Any, Any]:
+    """The HF model at `model_path` in fp32, loaded as `ds_conf` wants it, and the object that
+    must outlive the engine built from it (None unless ZeRO-3)."""
     import torch
-    from torch.optim.lr_scheduler import LambdaLR
     from transformers import AutoModelForCausalLM
 
-    # reuse the process group Ray Train (or the launcher) set up; ZeRO-3 loading needs it early
-    deepspeed.init_distributed(dist_backend="gloo" if accelerator == "cpu" else "nccl")
     keep_alive = None
     if ds_conf["zero_optimization"]["stage"] == 3 and importlib.util.find_spec("accelerate") is not None:
         # lets from_pretrained load weights straight into ZeRO-3 partitions (transformers needs
@@ -149,7 +147,18 @@ def build_ds_engine(ds_conf: dict[str, Any], model_path: str, accelerator: str, 
         from transformers.integrations import HfDeepSpeedConfig
 
         keep_alive = HfDeepSpeedConfig(ds_conf)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), keep_alive
+
+
+def build_ds_engine(ds_conf: dict[str, Any], model_path: str, accelerator: str, gradient_checkpointing: bool,
+                    lr_lambda: Any) -> Any:
+    """A DeepSpeed engine over the HF checkpoint at `model_path` (any training stage)."""
+    import deepspeed
+    from torch.optim.lr_scheduler import LambdaLR
+
+    # reuse the process group Ray Train (or the launcher) set up; ZeRO-3 loading needs it early
+    deepspeed.init_distributed(dist_backend="gloo" if accelerator == "cpu" else "nccl")
+    model, keep_alive = load_for_deepspeed(ds_conf, model_path)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
 

@@ -190,3 +190,40 @@ def test_dualmem_trajectories_train_through_the_pool(ray_local, tmp_path: Path, 
     outcomes = server.counters.snapshot()["outcomes"]
     assert outcomes.get("ok", 0) >= 2 * 4 * 2 and sum(v for k, v in outcomes.items() if k != "ok") > 0
     assert (result.run_dir / "hf" / "model.safetensors").exists() and (result.run_dir / "report.md").exists()
+
+
+def test_the_cluster_preset_trains_on_cpu_with_a_partitioned_bf16_reference(ray_local, tmp_path: Path,
+                                                                           tiny_cache: Path):
+    """configs/train/grpo_cluster.yaml with only its hardware and services swapped for this
+    machine's (tiny model, CPU workers, an hf engine, the toy reward): ZeRO-3 in bf16 with
+    gradient checkpointing, weights broadcast to the engine, 4 minibatches per step and the
+    KL reference partitioned like the policy (that it starts equal to the policy:
+    tests/train/test_reference_on_cpu.py)."""
+    from mnemoray.distributed.train.grpo import run_grpo
+
+    cfg = load_config(GRPOConfig, REPO / "configs/train/grpo_cluster.yaml", [
+        "name=cluster-on-cpu", f"out={tmp_path}", "model.path=null", "model.tiny={arch: qwen2, seed: 0}",
+        f"model.tiny_cache_dir={tiny_cache}", f"environment.path={TOY}",
+        "reward.reward=keyword-count", "reward.engine=null", "reward.num_actors=1", "reward.rate_limit_per_s=null",
+        "rollout.engine=hf", "rollout.engines=1", "rollout.device=cpu", "rollout.gpus_per_engine=0",
+        "rollout.cpus_per_engine=0.5", "rollout.prompts_per_step=2", "rollout.max_new_tokens=16",
+        "optim.lr=1.0e-2", "optim.warmup_steps=0", "algorithm.kl_coef=0.05", "algorithm.micro_batch_size=2",
+        "schedule.steps=2", "schedule.save_every=2", "ray.address=null", "ray.num_cpus=null", "ray.workers=2",
+        "ray.cpus_per_worker=0.5", "ray.use_gpu=false", "ray.accelerator=cpu", "ray.torch_threads=1"])
+    assert (cfg.deepspeed.zero_stage, cfg.deepspeed.dtype, cfg.rollout.weight_sync) == (3, "bf16", "broadcast")
+    assert cfg.model.gradient_checkpointing and cfg.algorithm.minibatches == 4
+    result = run_grpo(cfg)
+    assert result.error is None, result.error
+    records = _records(result.run_dir)
+    assert [r["step"] for r in records] == [1, 2]
+    kls = [r["kl"] for r in records]  # 4 optimizer steps per rollout batch: the policy drifts step by step
+    assert 0.0 < kls[0] < kls[1], kls
+    events = _events(result.run_dir)
+    (start,) = [e for e in events if e["event"] == "start"]
+    (reference,) = [e for e in events if e["event"] == "reference"]
+    (synced,) = [e for e in events if e["event"] == "weight_sync"]
+    assert start["engine"]["zero_stage"] == 3 and start["engine"]["param_dtype"] == "bfloat16"
+    assert start["engine"]["gradient_checkpointing"] is True
+    assert reference == {**reference, "zero_stage": 3, "dtype": "bfloat16"}
+    assert synced["fallbacks"] == 0
+    assert (result.run_dir / "hf" / "model.safetensors").exists()

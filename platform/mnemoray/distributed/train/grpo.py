@@ -235,12 +235,13 @@ def _worker_entry(config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker."""
     import ray
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from mnemoray.rl.update import UpdatePlan, policy_update, score, worker_batch
     from mnemoray.train.ds_config import deepspeed_config_for, lr_factor
     from mnemoray.train.export import export_hf, full_state_dict
     from mnemoray.train.loop import MetricsLog, build_ds_engine, engine_facts
+    from mnemoray.train.reference import build_reference
 
     cfg = GRPOConfig.model_validate(config["cfg"])
     os.environ.setdefault("DS_ACCELERATOR", cfg.ray.accelerator)
@@ -259,10 +260,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
     opt = cfg.optim
     engine = build_ds_engine(ds_conf, model_path, cfg.ray.accelerator, cfg.model.gradient_checkpointing,
                              lambda s: lr_factor(s, total_updates, opt.warmup_steps, opt.min_lr_ratio))
-    reference = None
-    if alg.kl_coef > 0 or alg.log_kl:
-        reference = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-        reference.requires_grad_(False)
+    reference = build_reference(ds_conf, model_path, engine.device) if alg.kl_coef > 0 or alg.log_kl else None
     pad_id = AutoTokenizer.from_pretrained(model_path).pad_token_id or 0
     colocated = cfg.rollout.colocate
     sampler = None
@@ -285,6 +283,10 @@ def _worker_entry(config: dict[str, Any]) -> None:
     if rank == 0:
         log.event("placement", policy=list(policy_nodes), rollout=ray.get([e.node.remote() for e in engines]),
                   reward=pool.nodes(), colocated=colocated, weight_sync=None if colocated else cfg.rollout.weight_sync)
+        if reference is not None:
+            log.event("reference", zero_stage=ds_conf["zero_optimization"]["stage"],
+                      dtype=str(next(reference.parameters()).dtype).removeprefix("torch."),
+                      device=str(engine.device))
         log.event("threads", policy=list(policy_threads_),
                   rollout=ray.get([e.torch_threads.remote() for e in engines]))
     plan = UpdatePlan(
@@ -321,7 +323,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
         rollouts, advantages, sample_weights = padded(collected, cfg.samples_per_step, pad_id)
         mine = list(range(rank, len(rollouts), world))
         batch = worker_batch([rollouts[i] for i in mine], [advantages[i] for i in mine],
-                             [sample_weights[i] for i in mine], pad_id)
+                             [sample_weights[i] for i in mine], pad_id).to(engine.device)
         t0 = time.perf_counter()
         engine.eval()
         if alg.epochs * alg.minibatches > 1:  # on-policy updates use the policy's own log-probs
