@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from mnemoray.config.train import SFTConfig
 from mnemoray.torch_threads import set_torch_threads
+from mnemoray.train.collectives import all_sum
 from mnemoray.train.ds_config import deepspeed_config, lr_factor
 
 STATE_KEY = "mnemoray_sft"
@@ -87,16 +88,6 @@ def _setup_torch(cfg: SFTConfig) -> None:
     torch.manual_seed(cfg.schedule.seed)
 
 
-def _all_sum(values: list[float]) -> list[float]:
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
-
-
 def _forward(engine: Any, batch: dict[str, Any]) -> Any:
     # held shards are collated on the CPU; streamed ones arrive on the worker's device (a no-op move)
     inputs = {k: v.to(engine.device) for k, v in batch.items()
@@ -123,7 +114,7 @@ def evaluate(engine: Any, batches: Iterable[dict[str, Any]] | None) -> float | N
             loss_sum += float(_forward(engine, batch)) * n
             count += n
     engine.train()
-    total, n = _all_sum([loss_sum, count])
+    total, n = all_sum([loss_sum, count])
     return total / n if n else None
 
 
@@ -256,7 +247,7 @@ def _after_step(cfg: SFTConfig, io: WorkerIO, engine: Any, step: int, total: int
     record: dict[str, Any] = {"step": step}
     final = step >= total
     if step % sch.log_every == 0 or final:
-        loss_sum, micro, tokens = _all_sum([window["loss"], window["micro"], window["tokens"]])
+        loss_sum, micro, tokens = all_sum([window["loss"], window["micro"], window["tokens"]])
         elapsed = time.perf_counter() - window["t0"]
         record.update(loss=loss_sum / max(micro, 1), lr=engine.get_lr()[0], epoch=state["epoch"],
                       tokens=int(tokens), tokens_per_s=tokens / elapsed if elapsed > 0 else None,

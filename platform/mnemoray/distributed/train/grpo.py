@@ -42,6 +42,7 @@ from mnemoray.rl.environments import ENVIRONMENTS, RLPrompt
 from mnemoray.rl.losses import GRPOLossConfig
 from mnemoray.rl.rollout import PromptInput, SamplingSettings
 from mnemoray.rl.rollout_registry import ROLLOUTS
+from mnemoray.train.collectives import all_sum, broadcast_from_rank0, gather_all
 
 STATE_KEY = "mnemoray_grpo"
 DS_TAG = "deepspeed"
@@ -187,36 +188,6 @@ def collector_for(cfg: GRPOConfig, data: list[Any]) -> Collector:
     return PromptCollector(cfg, data) if hook is None else hook(cfg, data)
 
 
-def _broadcast(value: Any, rank: int) -> Any:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    box = [value if rank == 0 else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def _gather(value: Any) -> list[Any]:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return [value]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, value)
-    return out
-
-
-def _all_sum(values: list[float]) -> list[float]:
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
-
-
 def policy_threads(setting: Any) -> int | None:
     """Set this policy worker's torch threads: with "auto", its node's CPUs shared by the
     workers on that node (they score and update together; the engines wait meanwhile)."""
@@ -279,7 +250,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
             _, client = engine.load_checkpoint(str(ckpt), tag=DS_TAG)
             state = dict(client[STATE_KEY])
     log = MetricsLog(cfg.run_dir, rank == 0, state["step"], engine=engine_facts(engine), world_size=world)
-    policy_nodes, policy_threads_ = zip(*_gather((current_node(), threads)))
+    policy_nodes, policy_threads_ = zip(*gather_all((current_node(), threads)))
     if rank == 0:
         log.event("placement", policy=list(policy_nodes), rollout=ray.get([e.node.remote() for e in engines]),
                   reward=pool.nodes(), colocated=colocated, weight_sync=None if colocated else cfg.rollout.weight_sync)
@@ -317,7 +288,7 @@ def _worker_entry(config: dict[str, Any]) -> None:
             payload = (collector.collect(step, generate, score_items), timing)
             del generate  # it holds `synced`, which may hold the gathered weights (on the GPU with NCCL)
         del synced  # before the update: nothing keeps a second full copy of the weights alive
-        collected, shared_timing = _broadcast(payload, rank)
+        collected, shared_timing = broadcast_from_rank0(payload, rank)
         timing.update({k: v for k, v in shared_timing.items() if k not in timing})
         # 3. the collector's samples and advantages, padded to the update's fixed size; this rank's share
         rollouts, advantages, sample_weights = padded(collected, cfg.samples_per_step, pad_id)
@@ -337,8 +308,8 @@ def _worker_entry(config: dict[str, Any]) -> None:
         timing["update_s"] = time.perf_counter() - t0
         # 4. one record per step, token-weighted over all ranks
         keys = sorted(k for k in metrics if k not in ("tokens", "optimizer_steps"))
-        keys = _broadcast(keys, rank)
-        sums = _all_sum([metrics.get(k, 0.0) * metrics["tokens"] for k in keys] + [metrics["tokens"]])
+        keys = broadcast_from_rank0(keys, rank)
+        sums = all_sum([metrics.get(k, 0.0) * metrics["tokens"] for k in keys] + [metrics["tokens"]])
         tokens = sums[-1]
         real = collected.rollouts
         lengths = [len(r.response_ids) for r in real]
