@@ -68,3 +68,19 @@ def test_weight_sync_is_named_and_refused_with_colocation():
                     ["rollout.colocate=true", "rollout.weight_sync=broadcast"])
     with pytest.raises(ConfigError, match=r"weight_sync"):
         load_config(GRPOConfig, REPO / "configs/train/grpo_local.yaml", ["rollout.weight_sync=nccl"])
+
+
+def test_engine_options_are_checked_against_the_sampler_before_ray_starts():
+    local = REPO / "configs/train/grpo_local.yaml"
+    assert load_config(GRPOConfig, local, ["rollout.engine_options={batch_size: 4}"]).rollout.engine_options == {
+        "batch_size": 4}
+    with pytest.raises(ConfigError, match=r"engine_options \['nope'\] are not options of the 'hf' rollout engine "
+                                          r"\(it takes \['batch_size'\]\)"):
+        load_config(GRPOConfig, local, ["rollout.engine_options={nope: 1}"])
+    with pytest.raises(ConfigError, match=r"cannot set \['dtype'\]: use rollout.device and rollout.dtype"):
+        load_config(GRPOConfig, local, ["rollout.engine_options={dtype: float16}"])
+    # vllm's sampler passes its options on to vllm.LLM, which checks them where it runs
+    vllm = load_config(GRPOConfig, local, ["rollout.engine=vllm", "rollout.engine_options={max_model_len: 4096}"])
+    assert vllm.rollout.engine_options == {"max_model_len": 4096}
+    cluster = load_config(GRPOConfig, REPO / "configs/train/grpo_cluster.yaml")
+    assert 0 < cluster.rollout.engine_options["gpu_memory_utilization"] < 0.9

@@ -87,6 +87,15 @@ def test_weights_pushed_to_the_sampler_change_what_it_samples(tiny_model):
     assert sampler.generate(prompt, SamplingSettings(n=4, max_new_tokens=8), seed=3) != before
     with pytest.raises(ValueError, match="do not fit"):
         sampler.load_weights({"nope.weight": torch.zeros(1)}, 8)
+    # the same weights as a one-pass stream of (name, tensor) pairs (a broadcast being received)
+    fresh = HFSampler(str(tiny_model))
+    assert fresh.load_weights(((k, v) for k, v in other.state_dict().items()), 9) == 9
+    assert fresh.generate(prompt, SamplingSettings(n=4, max_new_tokens=8), seed=3) == \
+        sampler.generate(prompt, SamplingSettings(n=4, max_new_tokens=8), seed=3)
+    name, tensor = next(iter(other.state_dict().items()))
+    with pytest.raises(ValueError, match=f"do not fit the rollout model: {name} has shape"):
+        fresh.load_weights({name: tensor[:1]}, 10)
+    assert fresh.version == 9
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

@@ -254,6 +254,40 @@ def test_load_weights_hands_every_tensor_to_the_worker(sampler: VLLMSampler, tin
         assert torch.equal(param, state[name]), name
 
 
+def test_a_stream_of_weights_is_read_once_by_the_worker_in_process(fake_vllm, tiny_model):
+    """A broadcast arrives bucket by bucket: the in-process worker pulls each tensor as the
+    model's loader asks for it (nothing listed first); an engine over several GPUs, whose
+    workers are other processes, gets a list."""
+    state = _perturbed_state(tiny_model)
+    pulled: list[str] = []
+
+    def stream():
+        for name, tensor in state.items():
+            pulled.append(name)
+            yield name, tensor
+
+    one_gpu = VLLMSampler(str(tiny_model), device="cuda", dtype="bfloat16")
+    model = one_gpu.llm.worker.model_runner.model
+    real_load = model.load_weights
+
+    def loader(weights):
+        assert not isinstance(weights, list) and pulled == []  # a lazy iterator reaches the loader
+        return real_load(weights)
+
+    model.load_weights = loader
+    assert one_gpu.load_weights(stream(), 4) == 4
+    assert pulled == list(state) and model.received == [(n, tuple(t.shape)) for n, t in state.items()]
+    for name, param in model.hf.named_parameters():
+        assert torch.equal(param, state[name]), name
+    two_gpus = VLLMSampler(str(tiny_model), device="cuda", dtype="bfloat16", tensor_parallel_size=2)
+    sent: list[type] = []
+    rpc = two_gpus.llm.collective_rpc
+    two_gpus.llm.collective_rpc = lambda method, timeout=None, args=(), kwargs=None: (
+        sent.append(type(args[0])), rpc(method, timeout, args, kwargs))[1]
+    pulled.clear()
+    assert two_gpus.load_weights(stream(), 1) == 1 and pulled == list(state) and sent == [list]
+
+
 def test_weights_that_do_not_fit_are_refused(sampler: VLLMSampler, tiny_model):
     state = _perturbed_state(tiny_model)
     partial = {k: v for k, v in state.items() if ".layers.0." not in k}

@@ -41,7 +41,7 @@ def test_layout_packs_in_order_aligns_offsets_and_sends_tied_tensors_once():
     assert layout.bucket_bytes == [202, ALIGN + 8, 3200]
 
 
-def _run_group(state, layout, receivers: int, backend: str = "gloo") -> list[dict[str, torch.Tensor]]:
+def _run_group(state, layout, receivers: int, backend: str = "gloo", receive=None) -> list[dict[str, torch.Tensor]]:
     store = WeightGroup.serve_store("127.0.0.1", timeout_s=30)
     got: list[dict[str, torch.Tensor] | None] = [None] * receivers
     errors: list[BaseException] = []
@@ -53,7 +53,7 @@ def _run_group(state, layout, receivers: int, backend: str = "gloo") -> list[dic
             if rank == 0:
                 group.send(state, layout)
             else:
-                got[rank - 1] = group.receive(layout)
+                got[rank - 1] = receive(group) if receive else group.receive(layout)
             group.close()
         except BaseException as err:  # noqa: BLE001 - surfaced below
             errors.append(err)
@@ -79,6 +79,34 @@ def test_every_receiver_gets_the_state_bit_for_bit(bucket_bytes: int):
             assert received[name].shape == tensor.shape, name
             assert torch.equal(received[name], tensor), name
         assert received["lm_head.weight"].data_ptr() == received["embed.weight"].data_ptr()
+
+
+def test_a_stream_receives_each_bucket_only_when_its_tensors_are_read():
+    """What lets an engine load a broadcast holding one bucket at a time: the k-th bucket is
+    received when the first tensor in it is asked for, not before."""
+    state = _state()
+    layout = weight_layout(state, 256)
+    assert len(layout.bucket_bytes) >= 3
+    slots = {slot.name: slot for slot in layout.slots}
+    seen: list[tuple[str, int]] = []
+
+    def read(group: WeightGroup) -> dict[str, torch.Tensor]:
+        received = []
+        broadcast = group._broadcast
+        group._broadcast = lambda buffer: (received.append(buffer.numel()), broadcast(buffer))[1]
+        out = {}
+        for name, tensor in group.receive_stream(layout):
+            seen.append((name, len(received)))
+            out[name] = tensor.clone()
+        return out
+
+    (got,) = _run_group(state, layout, receivers=1, receive=read)
+    assert [name for name, _ in seen] == list(state)
+    for name, buckets_so_far in seen:
+        slot = slots[name]
+        source = slots[slot.same_as] if slot.same_as else slot
+        assert buckets_so_far == source.bucket + 1 or (slot.same_as and buckets_so_far > source.bucket), name
+        assert torch.equal(got[name], state[name]), name
 
 
 def test_a_received_state_loads_into_a_model():

@@ -8,7 +8,7 @@ the rollout engines, the reward pool and the algorithm's knobs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -17,7 +17,7 @@ from mnemoray.config.rl import RewardPoolConfig
 from mnemoray.config.train import SFTOptim, SFTRay, TrainRun
 from mnemoray.loaders.registry import DATASETS
 from mnemoray.rl.environments.registry import ENVIRONMENTS
-from mnemoray.rl.rollout_registry import ROLLOUTS
+from mnemoray.rl.rollout_registry import ROLLOUTS, check_engine_options
 
 Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
@@ -65,6 +65,9 @@ class RolloutConfig(StrictModel):
         "store, or a broadcast from the policy's rank 0 over a group of its own (gloo on CPU, NCCL on GPU)")
     sync_bucket_mb: float = Field(256.0, gt=0, description="broadcast: tensors travel in byte buckets of this size")
     sync_timeout_s: float = Field(300.0, gt=0, description="broadcast: how long a member waits for the others")
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict, description="the sampler's own keyword arguments: vllm.LLM's for vllm "
+        "(gpu_memory_utilization, max_model_len, enforce_eager, ...), batch_size for hf")
     cpus_per_engine: float = Field(0.5, gt=0)
     gpus_per_engine: float = Field(0.0, ge=0)
     device: str = "cpu"
@@ -78,6 +81,11 @@ class RolloutConfig(StrictModel):
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
         1, description="torch threads per engine; auto = its node's CPUs / the engines there (faster with "
         "one policy worker; with several, the ranks waiting in the broadcast keep the cores busy); None = torch's")
+
+    @model_validator(mode="after")
+    def _engine_options(self) -> RolloutConfig:
+        check_engine_options(self.engine, self.engine_options)
+        return self
 
 
 class AttributionConfig(StrictModel):

@@ -11,7 +11,7 @@ hardware and batch).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,12 @@ def eos_ids(eos: int | Sequence[int] | None, tokenizer: Any) -> set[int]:
     return {eos} if isinstance(eos, int) else set(eos or [tokenizer.eos_token_id])
 
 
+def named_tensors(state: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """(name, tensor) pairs of a state dict, or of a stream of them (a broadcast arriving
+    bucket by bucket), so a sampler loads either form one tensor at a time."""
+    return iter(state.items()) if isinstance(state, Mapping) else iter(state)
+
+
 class HFSampler:
     """transformers `generate` with sampling; weights replaced in place by `load_weights`."""
 
@@ -77,10 +83,26 @@ class HFSampler:
         self.version = 0
         self.eos_ids = eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
 
-    def load_weights(self, state: Mapping[str, Any], version: int) -> int:
-        """Copy a full state dict (names as the policy's `state_dict()`) into the model."""
-        missing, unexpected = self.model.load_state_dict(dict(state), strict=False)
-        missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    def load_weights(self, state: Mapping[str, Any] | Iterable[tuple[str, Any]], version: int) -> int:
+        """Copy a full state dict (names as the policy's `state_dict()`), or a stream of its
+        (name, tensor) pairs, into the model tensor by tensor."""
+        import torch
+
+        targets = self.model.state_dict(keep_vars=True)
+        seen: set[str] = set()
+        unexpected: list[str] = []
+        with torch.no_grad():
+            for name, tensor in named_tensors(state):
+                target = targets.get(name)
+                if target is None:
+                    unexpected.append(name)
+                    continue
+                if tuple(tensor.shape) != tuple(target.shape):
+                    raise ValueError(f"weights do not fit the rollout model: {name} has shape "
+                                     f"{tuple(tensor.shape)}, the model's is {tuple(target.shape)}")
+                target.copy_(tensor)
+                seen.add(name)
+        missing = [k for k in targets if k not in seen and not k.endswith("lm_head.weight")]  # tied to embeddings
         if missing or unexpected:
             raise ValueError(
                 f"weights do not fit the rollout model: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -126,4 +148,5 @@ class HFSampler:
         return out
 
 
-__all__ = ["HFSampler", "PromptInput", "SamplingSettings", "chat_prompt_ids", "eos_ids", "load_tokenizer"]
+__all__ = ["HFSampler", "PromptInput", "SamplingSettings", "chat_prompt_ids", "eos_ids", "load_tokenizer",
+           "named_tensors"]

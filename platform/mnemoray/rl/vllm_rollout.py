@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mnemoray.llm.vllm_engine import missing_vllm, whole_prefills_on_cpu
-from mnemoray.rl.rollout import PromptInput, SamplingSettings, chat_prompt_ids, eos_ids, load_tokenizer
+from mnemoray.rl.rollout import (
+    PromptInput,
+    SamplingSettings,
+    chat_prompt_ids,
+    eos_ids,
+    load_tokenizer,
+    named_tensors,
+)
 from mnemoray.rl.sequences import Rollout
 
 MISSING_VLLM = missing_vllm("the 'vllm' rollout engine", "use rollout.engine 'hf' otherwise")
@@ -61,12 +68,19 @@ class VLLMSampler:
         self.tokenizer = load_tokenizer(self.model_path)
         self.eos_ids = eos_ids(generation_eos(self.model_path), self.tokenizer)
         kwargs = whole_prefills_on_cpu({**ENGINE_DEFAULTS, **engine_kwargs})
+        self.engine_kwargs = kwargs
         self.llm = vllm.LLM(model=self.model_path, dtype=dtype, worker_extension_cls=WORKER_EXTENSION, **kwargs)
         self.version = 0
 
-    def load_weights(self, state: Mapping[str, Any], version: int) -> int:
-        """Hand a full state dict (names as the policy's `state_dict()`) to the model in place."""
-        weights = list(state.items())
+    def load_weights(self, state: Mapping[str, Any] | Iterable[tuple[str, Any]], version: int) -> int:
+        """Hand a full state dict (names as the policy's `state_dict()`), or a stream of its
+        (name, tensor) pairs, to the model in place. The engine runs in this process (one
+        GPU), so the worker reads the stream itself, one tensor at a time; an engine over
+        several GPUs gets the pairs as a list (its workers are other processes)."""
+        weights: Any = named_tensors(state)
+        if int(self.engine_kwargs.get("tensor_parallel_size", 1)) * int(
+                self.engine_kwargs.get("pipeline_parallel_size", 1)) > 1:
+            weights = list(weights)
         for result in self.llm.collective_rpc("mnemoray_load_weights", args=(weights,)):
             if result["missing"]:
                 raise ValueError(f"weights do not fit the rollout model: missing {result['missing'][:5]}")

@@ -11,7 +11,7 @@ Tied tensors (embeddings and lm_head sharing storage) travel once, as in `rl/wei
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,21 +129,33 @@ class WeightGroup:
     def _sendable(self, t: torch.Tensor) -> bool:
         return t.is_contiguous() and t.device.type == self.device.type
 
-    def receive(self, layout: WeightLayout) -> dict[str, torch.Tensor]:
-        """Ranks > 0: the tensors, viewing the received buckets (tied names share one)."""
-        buffers = []
-        for size in layout.bucket_bytes:
-            buffer = torch.empty(size, dtype=torch.uint8, device=self.device)
-            self._broadcast(buffer)
-            buffers.append(buffer)
-        out: dict[str, torch.Tensor] = {}
+    def receive_stream(self, layout: WeightLayout) -> Iterator[tuple[str, torch.Tensor]]:
+        """Ranks > 0: (name, tensor) pairs in the layout's order, bucket by bucket, each bucket
+        received when the pairs reach it. A consumer that loads each tensor as it comes needs
+        one bucket of extra memory, not a second copy of the model (on a GPU that vLLM has
+        mostly reserved, a whole copy would not fit). Drain it: rank 0 sends every bucket."""
+        tied_sources = {slot.same_as for slot in layout.slots if slot.same_as is not None}
+        held: dict[str, torch.Tensor] = {}  # only what a later tied name points back to
+        bucket: tuple[int, torch.Tensor] | None = None
         for slot in layout.slots:
             if slot.same_as is not None:
-                out[slot.name] = out[slot.same_as]
+                yield slot.name, held[slot.same_as]
                 continue
-            raw = buffers[slot.bucket][slot.offset : slot.offset + slot.nbytes]
-            out[slot.name] = raw.view(_dtype(slot.dtype)).view(slot.shape)
-        return out
+            if bucket is None or bucket[0] != slot.bucket:
+                buffer = torch.empty(layout.bucket_bytes[slot.bucket], dtype=torch.uint8, device=self.device)
+                self._broadcast(buffer)
+                bucket = (slot.bucket, buffer)
+            raw = bucket[1][slot.offset : slot.offset + slot.nbytes]
+            tensor = raw.view(_dtype(slot.dtype)).view(slot.shape)
+            if slot.name in tied_sources:
+                held[slot.name] = tensor
+            yield slot.name, tensor
+        for index in range((bucket[0] + 1) if bucket else 0, len(layout.bucket_bytes)):  # buckets no slot reads
+            self._broadcast(torch.empty(layout.bucket_bytes[index], dtype=torch.uint8, device=self.device))
+
+    def receive(self, layout: WeightLayout) -> dict[str, torch.Tensor]:
+        """Ranks > 0: every tensor at once (tied names share one), viewing the received buckets."""
+        return dict(self.receive_stream(layout))
 
     def close(self) -> None:
         pg = getattr(self, "pg", None)

@@ -205,8 +205,9 @@ def test_the_cluster_preset_trains_on_cpu_with_a_partitioned_bf16_reference(ray_
         "name=cluster-on-cpu", f"out={tmp_path}", "model.path=null", "model.tiny={arch: qwen2, seed: 0}",
         f"model.tiny_cache_dir={tiny_cache}", f"environment.path={TOY}",
         "reward.reward=keyword-count", "reward.engine=null", "reward.num_actors=1", "reward.rate_limit_per_s=null",
-        "rollout.engine=hf", "rollout.engines=1", "rollout.device=cpu", "rollout.gpus_per_engine=0",
-        "rollout.cpus_per_engine=0.5", "rollout.prompts_per_step=2", "rollout.max_new_tokens=16",
+        "rollout.engine=hf", "rollout.engine_options={}", "rollout.engines=1", "rollout.device=cpu",
+        "rollout.gpus_per_engine=0", "rollout.cpus_per_engine=0.5", "rollout.prompts_per_step=2",
+        "rollout.max_new_tokens=16",
         "optim.lr=1.0e-2", "optim.warmup_steps=0", "algorithm.kl_coef=0.05", "algorithm.micro_batch_size=2",
         "schedule.steps=2", "schedule.save_every=2", "ray.address=null", "ray.num_cpus=null", "ray.workers=2",
         "ray.cpus_per_worker=0.5", "ray.use_gpu=false", "ray.accelerator=cpu", "ray.torch_threads=1"])

@@ -29,15 +29,16 @@ class NotInGroup(RuntimeError):
 @ray.remote(max_restarts=-1, max_task_retries=2)
 class RolloutActor:
     def __init__(self, engine: str, model_path: str, device: str, dtype: str, torch_threads: Threads,
-                 cpus: float = 1.0, peers: int = 1):
+                 cpus: float = 1.0, peers: int = 1, options: Mapping[str, Any] | None = None):
         """`cpus`: the CPUs of this engine's node, shared by the `peers` engines placed there
-        (they sample at the same time; "auto" threads split the node between them)."""
+        (they sample at the same time; "auto" threads split the node between them).
+        `options`: the sampler's own keyword arguments (`rollout.engine_options`)."""
         import os
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.threads = phase_threads(torch_threads, cpus, peers, machine_cores())
         set_torch_threads(self.threads)
-        self.sampler = build_sampler(engine, model_path, device=device, dtype=dtype)
+        self.sampler = build_sampler(engine, model_path, device=device, dtype=dtype, **dict(options or {}))
         self.device = device
         self.group: Any = None
 
@@ -69,12 +70,15 @@ class RolloutActor:
         receive leaves the group (its peers then fail fast instead of waiting)."""
         if self.group is None or self.group.group_id != group_id:
             raise NotInGroup(f"engine is in weight group {self.weight_group()!r}, not {group_id!r}")
+        stream = self.group.receive_stream(layout)  # loaded as it arrives: one bucket held at a time
         try:
-            state = self.group.receive(layout)
+            loaded = self.sampler.load_weights(stream, version)
+            for _ in stream:  # buckets the sampler did not read still have to be received
+                pass
         except Exception:
             self.leave_weight_group()
             raise
-        return self.sampler.load_weights(state, version)
+        return loaded
 
     def load_weights(self, state: PackedWeights | Mapping[str, Any], version: int) -> int:
         return self.sampler.load_weights(unpack_weights(state), version)
@@ -104,13 +108,14 @@ class RolloutActor:
 
 def start_rollout_actors(count: int, engine: str, model_path: str, *, num_cpus: float, num_gpus: float,
                          device: str, dtype: str, torch_threads: Threads = 1,
-                         strategy: Strategy = "PACK") -> tuple[list[Any], Any]:
+                         strategy: Strategy = "PACK", options: Mapping[str, Any] | None = None
+                         ) -> tuple[list[Any], Any]:
     """`count` engines in one placement group (returned, to release when done); with
     torch_threads "auto" the engines on a node share its CPUs."""
     group = reserve(count, bundle(num_cpus, num_gpus), strategy, "mnemoray-rollout")
     nodes = bundle_nodes(group)
     actors = [RolloutActor.options(num_cpus=num_cpus, num_gpus=num_gpus, **in_bundle(group, i)).remote(
-        engine, model_path, device, dtype, torch_threads, node_cpus(node), nodes.count(node))
+        engine, model_path, device, dtype, torch_threads, node_cpus(node), nodes.count(node), options)
         for i, node in enumerate(nodes)]
     return actors, group
 

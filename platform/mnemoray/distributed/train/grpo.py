@@ -411,7 +411,8 @@ def run_grpo(cfg: GRPOConfig, log: Any = print) -> GRPOResult:
         ro = cfg.rollout
         engines, engine_group = ([], None) if ro.colocate else start_rollout_actors(
             ro.engines, ro.engine, model_path, num_cpus=ro.cpus_per_engine, num_gpus=ro.gpus_per_engine,
-            device=ro.device, dtype=ro.dtype, torch_threads=ro.threads, strategy=ro.placement)
+            device=ro.device, dtype=ro.dtype, torch_threads=ro.threads, strategy=ro.placement,
+            options=ro.engine_options)
         pool = None
         try:
             pool = RewardPool.from_config(cfg.reward)
