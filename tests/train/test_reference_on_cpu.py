@@ -1,6 +1,7 @@
 """The KL reference next to a real DeepSpeed policy (CPU, one process, its own interpreter so
 no process group outlives the test): under ZeRO-3 in bf16 it is partitioned as the policy
-is, and before any update it gives exactly the policy's log-probs."""
+is, and before any update it gives exactly the policy's log-probs; the policy's weights
+gathered for a push are the checkpoint's."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ batch = pack(rollouts, pad_id=0).to(policy.device)
 policy.eval()
 a, b = score(policy, batch, 2), score(reference, batch, 2)
 params = list(reference.parameters())
+from pathlib import Path
+from safetensors.torch import load_file
+from mnemoray.train.export import full_state_dict
+state = full_state_dict(policy, stage, 0)  # what a weight push sends: gathered, copied, ties kept
+saved = load_file(str(Path(model_path) / "model.safetensors"))
 print(json.dumps({
     "equal": bool(torch.equal(a, b)), "scored": float(batch.response_mask.sum()),
     "nonzero": bool((a * batch.response_mask).abs().sum() > 0),
@@ -42,6 +48,8 @@ print(json.dumps({
     "full_numel": sum(getattr(p, "ds_numel", p.numel()) for p in params),
     "requires_grad": any(p.requires_grad for p in params),
     "optimizer": type(getattr(reference, "optimizer", None)).__name__,
+    "state_matches": all(torch.equal(state[k], v.to(torch.bfloat16)) for k, v in saved.items()),
+    "tied_once": state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr(),
 }))
 """
 
@@ -71,6 +79,8 @@ def test_a_zero3_reference_is_partitioned_bf16_and_scores_as_the_policy(tmp_path
     assert facts["zero3_managed"] and facts["local_numel"] == 0 < facts["full_numel"]
     # DeepSpeed's parameter manager only, no optimizer states (the policy's is DeepSpeedZeroOptimizer_Stage3)
     assert not facts["requires_grad"] and facts["optimizer"] == "DeepSpeedZeRoOffload"
+    # the policy's gathered weights, as a push sends them: the checkpoint's, the tied pair copied once
+    assert facts["state_matches"] and facts["tied_once"]
 
 
 def test_reference_config_keeps_the_layout_and_drops_the_optimizer():

@@ -29,13 +29,24 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
 
 def full_state_dict(engine: Any, zero_stage: int, rank: int, to_cpu: bool = True) -> dict[str, Any] | None:
     """The whole model's weights on rank 0 (None elsewhere); collective under ZeRO-3.
-    `to_cpu=False` (ZeRO 0-2): the module's own tensors where they are (a GPU broadcast sends them)."""
+    `to_cpu=False`: on the device they are on (a GPU broadcast sends them from there): under
+    ZeRO 0-2 the module's own tensors, under ZeRO-3 one copy of the gathered ones on rank 0."""
     model = engine.module
     if zero_stage == 3:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if rank == 0 else None
+            if rank != 0:
+                return None
+            # copies (the gathered storage is freed when the context exits), tied tensors copied once
+            copies: dict[tuple[Any, ...], Any] = {}
+            out = {}
+            for name, v in model.state_dict().items():
+                key = (v.data_ptr(), tuple(v.shape), v.stride(), v.dtype)
+                if key not in copies:
+                    copies[key] = v.detach().to("cpu", copy=True) if to_cpu else v.detach().clone()
+                out[name] = copies[key]
+            return out
     if rank != 0:
         return None
     return {k: v.detach().cpu() if to_cpu else v.detach() for k, v in model.state_dict().items()}
