@@ -37,8 +37,10 @@ a, b = score(policy, batch, 2), score(reference, batch, 2)
 params = list(reference.parameters())
 from pathlib import Path
 from safetensors.torch import load_file
-from mnemoray.train.export import full_state_dict
-state = full_state_dict(policy, stage, 0)  # what a weight push sends: gathered, copied, ties kept
+from mnemoray.train.export import full_state_dict, gather_groups
+# what a weight push sends: gathered a few KB at a time (many groups), copied, ties kept
+state = full_state_dict(policy, stage, 0, gather_bytes=16384)
+groups = len(gather_groups(list(policy.module.parameters()), 16384))
 saved = load_file(str(Path(model_path) / "model.safetensors"))
 print(json.dumps({
     "equal": bool(torch.equal(a, b)), "scored": float(batch.response_mask.sum()),
@@ -49,6 +51,7 @@ print(json.dumps({
     "requires_grad": any(p.requires_grad for p in params),
     "optimizer": type(getattr(reference, "optimizer", None)).__name__,
     "state_matches": all(torch.equal(state[k], v.to(torch.bfloat16)) for k, v in saved.items()),
+    "gather_groups": groups, "state_keys": list(state) == list(policy.module.state_dict()),
     "tied_once": state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr(),
 }))
 """
@@ -80,7 +83,7 @@ def test_a_zero3_reference_is_partitioned_bf16_and_scores_as_the_policy(tmp_path
     # DeepSpeed's parameter manager only, no optimizer states (the policy's is DeepSpeedZeroOptimizer_Stage3)
     assert not facts["requires_grad"] and facts["optimizer"] == "DeepSpeedZeRoOffload"
     # the policy's gathered weights, as a push sends them: the checkpoint's, the tied pair copied once
-    assert facts["state_matches"] and facts["tied_once"]
+    assert facts["state_matches"] and facts["tied_once"] and facts["state_keys"] and facts["gather_groups"] > 3
 
 
 def test_reference_config_keeps_the_layout_and_drops_the_optimizer():

@@ -27,29 +27,57 @@ def copy_tokenizer_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def full_state_dict(engine: Any, zero_stage: int, rank: int, to_cpu: bool = True) -> dict[str, Any] | None:
-    """The whole model's weights on rank 0 (None elsewhere); collective under ZeRO-3.
-    `to_cpu=False`: on the device they are on (a GPU broadcast sends them from there): under
-    ZeRO 0-2 the module's own tensors, under ZeRO-3 one copy of the gathered ones on rank 0."""
-    model = engine.module
-    if zero_stage == 3:
-        import deepspeed
+GATHER_BYTES = 256 << 20  # ZeRO-3: how much of the model every rank gathers at once
 
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-            if rank != 0:
-                return None
-            # copies (the gathered storage is freed when the context exits), tied tensors copied once
-            copies: dict[tuple[Any, ...], Any] = {}
-            out = {}
-            for name, v in model.state_dict().items():
-                key = (v.data_ptr(), tuple(v.shape), v.stride(), v.dtype)
-                if key not in copies:
-                    copies[key] = v.detach().to("cpu", copy=True) if to_cpu else v.detach().clone()
-                out[name] = copies[key]
-            return out
+
+def gather_groups(params: list[Any], limit: int) -> list[list[Any]]:
+    """Parameters in order, cut into runs of at most `limit` bytes (whole; a larger one alone)."""
+    groups: list[list[Any]] = []
+    size = 0
+    for p in params:
+        nbytes = int(getattr(p, "ds_numel", p.numel())) * p.element_size()
+        if not groups or (size + nbytes > limit and groups[-1]):
+            groups.append([])
+            size = 0
+        groups[-1].append(p)
+        size += nbytes
+    return groups
+
+
+def full_state_dict(engine: Any, zero_stage: int, rank: int, to_cpu: bool = True,
+                    gather_bytes: int = GATHER_BYTES) -> dict[str, Any] | None:
+    """The whole model's weights on rank 0 (None elsewhere), in `state_dict()` order;
+    collective under ZeRO-3. `to_cpu=False`: on the device they are on (a GPU broadcast sends
+    them from there): under ZeRO 0-2 the module's own tensors, under ZeRO-3 one copy of the
+    gathered ones on rank 0.
+
+    Under ZeRO-3 the ranks gather `gather_bytes` of parameters at a time, not the whole model
+    at once: ZeRO-3 is there because a GPU cannot hold the whole model beside its training
+    state, so a gather of all of it would not fit either. Tied tensors are copied once."""
+    model = engine.module
+    if zero_stage != 3:
+        if rank != 0:
+            return None
+        return {k: v.detach().cpu() if to_cpu else v.detach() for k, v in model.state_dict().items()}
+    import deepspeed
+
+    names: dict[int, list[str]] = {}
+    unique: dict[int, Any] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+        unique.setdefault(id(param), param)
+    gathered: dict[str, Any] = {}
+    for group in gather_groups(list(unique.values()), gather_bytes):
+        with deepspeed.zero.GatheredParameters(group, modifier_rank=None):
+            if rank == 0:  # copies: the gathered storage is freed when the context exits
+                for param in group:
+                    copy = param.detach().to("cpu", copy=True) if to_cpu else param.detach().clone()
+                    gathered.update(dict.fromkeys(names[id(param)], copy))
     if rank != 0:
         return None
-    return {k: v.detach().cpu() if to_cpu else v.detach() for k, v in model.state_dict().items()}
+    buffers = dict(model.named_buffers())
+    return {k: gathered[k] if k in gathered else (buffers[k].detach().cpu() if to_cpu else buffers[k].detach())
+            for k in model.state_dict().keys()}
 
 
 def export_hf(engine: Any, zero_stage: int, rank: int, source_model: str | Path, out_dir: Path) -> Path | None:
