@@ -23,11 +23,12 @@ from mnemoray.train.loop import build_ds_engine
 from mnemoray.train.reference import build_reference
 
 model_path, stage = sys.argv[1], int(sys.argv[2])
-zero = {"stage": stage, "stage3_param_persistence_threshold": 0}
-conf = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "train_batch_size": 2,
-        "gradient_clipping": 1.0, "zero_optimization": zero, "bf16": {"enabled": True},
-        "fp16": {"enabled": False}, "steps_per_print": 10**9,
-        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}}}
+from mnemoray.config.train import SFTDeepSpeed, SFTOptim
+from mnemoray.train.ds_config import deepspeed_config_for
+
+ds = SFTDeepSpeed(zero_stage=stage, dtype="bf16", torch_adam=True,
+                  extra={"zero_optimization": {"stage3_param_persistence_threshold": 0}})
+conf = deepspeed_config_for(ds, SFTOptim(lr=1e-3), micro_batch_size=2, grad_accum=1, world_size=1)
 policy = build_ds_engine(conf, model_path, "cpu", False, lambda s: 1.0)
 reference = build_reference(conf, model_path, policy.device)
 rollouts = [Rollout("p", i, (1, 2, 3, 4), tuple(range(5 + i, 12 + 2 * i)), "", True) for i in range(3)]

@@ -149,9 +149,7 @@ class WeightGroup:
             tensor = raw.view(_dtype(slot.dtype)).view(slot.shape)
             if slot.name in tied_sources:
                 held[slot.name] = tensor
-            yield slot.name, tensor
-        for index in range((bucket[0] + 1) if bucket else 0, len(layout.bucket_bytes)):  # buckets no slot reads
-            self._broadcast(torch.empty(layout.bucket_bytes[index], dtype=torch.uint8, device=self.device))
+            yield slot.name, tensor  # every bucket holds a slot (weight_layout), so every one is received
 
     def receive(self, layout: WeightLayout) -> dict[str, torch.Tensor]:
         """Ranks > 0: every tensor at once (tied names share one), viewing the received buckets."""

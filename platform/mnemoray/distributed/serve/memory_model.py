@@ -114,4 +114,5 @@ def build_memory_model(cfg: MemoryServiceConfig, log_calls: bool = False) -> Any
     thin = m.deployment.model_copy(update={"num_cpus": 0.0, "num_gpus": 0.0})
     return ServedLLMModel.options(**thin.serve_options(log_calls)).bind(llm, cfg.model_id)
 
+
 __all__ = ["MemoryModel", "ServedLLMModel", "build_memory_model", "check_memory_model", "engine_config_dict"]
